@@ -1,0 +1,30 @@
+"""Errors that tsprune reports to a person.
+
+`UserError` is raised for bad input (a file, an argument, a model directory).
+The CLI prints its message on one line and exits with code 2, without a traceback.
+Messages name the argument, the value received and what is allowed.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def bad_arg(name: str, value, allowed: str) -> UserError:
+    """Build a UserError that names the argument, the value and what is allowed.
+
+    >>> str(bad_arg("--ratio", 1.5, "a number in (0, 1)"))
+    '--ratio: got 1.5; expected a number in (0, 1)'
+    """
+    return UserError(f"{name}: got {value!r}; expected {allowed}")
+
+
+def missing_extra(package: str, extra: str) -> ImportError:
+    """ImportError for an optional dependency, naming the install command."""
+    return ImportError(
+        f"{package} is not installed; install it with: pip install 'tsprune[{extra}]'"
+    )
