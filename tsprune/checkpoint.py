@@ -1,0 +1,99 @@
+"""Model directories on disk: config.json + safetensors weights (+ tsprune.json manifest).
+
+Weights load only from safetensors, never from pickle; every file a directory names
+(sharded index) must stay inside the directory. Remote code is never run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from tsprune.errors import UserError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+MANIFEST = "tsprune.json"
+PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+
+
+def inside(root: Path, name: str, what: str) -> Path:
+    """root/name, refusing absolute paths and anything that escapes root."""
+    if not isinstance(name, str) or not name or os.path.isabs(name):
+        raise UserError(f"{what}: got {name!r}; expected a file name inside {root}")
+    root_r = root.resolve()
+    p = (root / name).resolve()
+    if p != root_r and root_r not in p.parents:
+        raise UserError(f"{what}: {name!r} points outside the model directory {root}")
+    return p
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what}: {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{what}: {path} is not valid JSON ({e.__class__.__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what}: {path} must hold a JSON object")
+    return data
+
+
+def read_config(model_dir: str | os.PathLike) -> dict:
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise UserError(f"--model: {str(model_dir)!r} is not a directory (expected a Hugging Face "
+                        f"model directory with config.json and model.safetensors, or a bundled name)")
+    cfg = read_json(d / CONFIG, "--model")
+    if cfg.get("auto_map"):
+        # remote code is never executed: the architecture must be one tsprune implements
+        cfg = {k: v for k, v in cfg.items() if k != "auto_map"}
+    return cfg
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"weights: {path} is not a readable safetensors file ({e})") from None
+
+
+def read_state_dict(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a directory's safetensors weights (single file or sharded index)."""
+    d = Path(model_dir)
+    if (d / WEIGHTS).exists():
+        return _load_file(d / WEIGHTS)
+    if (d / INDEX).exists():
+        index = read_json(d / INDEX, "weights index")
+        files = sorted(set((index.get("weight_map") or {}).values()))
+        if not files:
+            raise UserError(f"weights index: {d / INDEX} has no weight_map")
+        out: dict[str, torch.Tensor] = {}
+        for f in files:
+            out.update(_load_file(inside(d, f, "weights index")))
+        return out
+    pickles = [n for n in PICKLE_NAMES if (d / n).exists()]
+    if pickles:
+        raise UserError(f"weights: {d} holds only pickle weights ({pickles[0]}); tsprune loads "
+                        f"safetensors only (convert with save_pretrained(safe_serialization=True))")
+    raise UserError(f"weights: no {WEIGHTS} or {INDEX} in {d}")
+
+
+def write_model_dir(out: str | os.PathLike, config: dict, state: dict[str, torch.Tensor],
+                    manifest: dict | None) -> None:
+    """Write config.json, model.safetensors and (for pruned models) tsprune.json."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt"})
+    (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    if manifest is not None:
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1))

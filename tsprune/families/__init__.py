@@ -1,0 +1,50 @@
+"""Registry of model-family adapters, detected from config.json.
+
+Adapters are imported lazily by module name, so a family whose optional upstream package
+is missing never breaks the others.
+"""
+from __future__ import annotations
+
+import importlib
+
+from tsprune.errors import UserError
+
+from .base import Constant, Family, Forecast  # noqa: F401
+
+# family name -> (module, model_types, architectures); matching reads only these names so
+# detection never imports an optional upstream package.
+_REGISTRY: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "timesfm2_5": ("tsprune.families.timesfm2_5", ("timesfm2_5",), ("TimesFm2_5ModelForPrediction",)),
+}
+
+
+def register(name: str, module: str, model_types: tuple[str, ...], architectures: tuple[str, ...] = ()) -> None:
+    if name in _REGISTRY and _REGISTRY[name][0] != module:
+        raise ValueError(f"family {name!r} is already registered by {_REGISTRY[name][0]}")
+    _REGISTRY[name] = (module, tuple(model_types), tuple(architectures))
+
+
+def supported() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Family:
+    if name not in _REGISTRY:
+        raise UserError(f"family: got {name!r}; supported families: {', '.join(supported())}")
+    return importlib.import_module(_REGISTRY[name][0]).FAMILY
+
+
+def detect(config: dict) -> Family:
+    """The family adapter for a config.json dict (by model_type, then architectures)."""
+    mt = config.get("model_type")
+    archs = config.get("architectures") or []
+    for name, (_, types, arch) in _REGISTRY.items():
+        if mt in types:
+            return get(name)
+    for name, (_, types, arch) in _REGISTRY.items():
+        if any(a in arch for a in archs):
+            return get(name)
+    raise UserError(
+        f"config.json: model_type {mt!r} (architectures {archs}) is not a supported family; "
+        f"supported: {', '.join(supported())}"
+    )

@@ -1,0 +1,154 @@
+"""The contract every model-family adapter fulfils.
+
+An adapter is one file per family (no imports between families). It declares:
+  * how to recognise the family in config.json (``model_types``, ``architectures``);
+  * how to build the model from a config and load a local checkpoint (safetensors only);
+  * its structure: which Linears are masked and how they couple (tsprune.prune.structure);
+  * its native training loss and its forecasting API;
+  * how its attention / FFN modules take new per-layer shapes after surgery;
+  * an export wrapper for ONNX: raw context (B, L) float32 -> point forecast (B, H)
+    [, quantiles (B, H, Q)].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
+from tsprune.prune.surgery import AttentionShape
+
+
+@dataclass
+class Forecast:
+    """point: (B, H); quantiles: (B, H, Q) or None; levels: the Q quantile levels."""
+
+    point: torch.Tensor
+    quantiles: torch.Tensor | None = None
+    levels: tuple[float, ...] = ()
+
+
+class Family:
+    name: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    architectures: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None          # pip extra holding the upstream package
+    autoregressive: ClassVar[bool] = False      # one pruned model for all horizons
+    prune_epochs: ClassVar[int] = 1             # default max pruning epochs (METHOD.md s.3)
+    finetune_epochs: ClassVar[int] = 1          # default fine-tuning epochs (METHOD.md s.5)
+    default_ratio: ClassVar[float] = 0.1
+    ratio_grid: ClassVar[tuple[float, ...]] = (0.05, 0.1, 0.2)
+    default_lr: ClassVar[float] = 1e-5
+    lr_grid: ClassVar[tuple[float, ...]] = (1e-4, 1e-5, 1e-6)
+    optimizer: ClassVar[str] = "adam"           # "adam" (no weight decay) or "adamw"
+
+    # ---- recognition and loading ----------------------------------------------------
+    @classmethod
+    def matches(cls, config: dict) -> bool:
+        if config.get("model_type") in cls.model_types:
+            return True
+        return any(a in cls.architectures for a in (config.get("architectures") or []))
+
+    def build(self, config: dict) -> nn.Module:
+        """A randomly initialised model from a config.json dict."""
+        raise NotImplementedError
+
+    def config_dict(self, model: nn.Module) -> dict:
+        """The config.json content for ``model`` (dense shapes; pruned shapes go in the
+        manifest)."""
+        raise NotImplementedError
+
+    def context_multiple(self, model: nn.Module) -> int:
+        """Contexts are padded on the left to a multiple of this (e.g. the patch length)."""
+        return 1
+
+    def max_context(self, model: nn.Module) -> int | None:
+        return None
+
+    def output_horizon(self, model: nn.Module) -> int | None:
+        """Steps one forward pass predicts (longer horizons roll out), or None if any."""
+        return None
+
+    # ---- structure and surgery hooks ------------------------------------------------
+    def structure(self, model: nn.Module) -> ModelStructure:
+        raise NotImplementedError
+
+    def resize_attention(self, model: nn.Module, group: AttentionGroup, shape: AttentionShape) -> None:
+        """Make the attention module at group.owner compute with ``shape`` (its Linears
+        were already replaced by smaller ones); num_heads == 0 means the whole attention
+        is dead and becomes a constant."""
+        raise NotImplementedError
+
+    def resize_ffn(self, model: nn.Module, group: FFNGroup, width: int) -> None:
+        """Width 0 means the FFN is dead and becomes a constant (its output bias)."""
+        raise NotImplementedError
+
+    # ---- training and forecasting ---------------------------------------------------
+    def loss(self, model: nn.Module, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The family's native training loss, a batch mean. context (B, L), target (B, H)
+        with H <= output_horizon."""
+        raise NotImplementedError
+
+    def forecast(self, model: nn.Module, context: torch.Tensor, horizon: int) -> Forecast:
+        """context (B, L) float32 -> Forecast with point (B, horizon)."""
+        raise NotImplementedError
+
+    def export_module(self, model: nn.Module, context: int, horizon: int) -> nn.Module:
+        """An nn.Module for torch.onnx.export: forward(context (B, L)) -> (point (B, H),
+        quantiles (B, H, Q)) or point only."""
+        raise NotImplementedError
+
+    def describe(self, model: nn.Module) -> list[dict]:
+        """Per-layer structure for `tsprune inspect`: one dict per block with heads,
+        kv_heads, qk_dim, v_dim, ffn width and parameter count."""
+        rows = []
+        struct = self.structure(model)
+        for b in struct.blocks:
+            row = {"layer": b.index}
+            for i, a in enumerate(b.attention):
+                att = model.get_submodule(a.owner)
+                pre = "" if i == 0 else f"attn{i}_"
+                row[pre + "heads"] = getattr(att, "tsprune_shape", {}).get("num_heads", a.num_heads)
+                row[pre + "kv_heads"] = getattr(att, "tsprune_shape", {}).get("num_kv_heads", a.num_kv_heads)
+                row[pre + "qk_dim"] = getattr(att, "tsprune_shape", {}).get("qk_head_dim", a.qk_head_dim)
+                row[pre + "v_dim"] = getattr(att, "tsprune_shape", {}).get("v_head_dim", a.v_head_dim)
+            for i, f in enumerate(b.ffn):
+                pre = "" if i == 0 else f"ffn{i}_"
+                row[pre + "ffn"] = _linear_rows(model, f.inputs[0])
+            row["params"] = sum(_numel(model, p) for p in b.linears())
+            rows.append(row)
+        return rows
+
+
+def _linear_rows(model: nn.Module, path: str) -> int:
+    m = model.get_submodule(path)
+    return int(m.out_features) if isinstance(m, nn.Linear) else 0
+
+
+def _numel(model: nn.Module, path: str) -> int:
+    try:
+        m = model.get_submodule(path)
+    except AttributeError:
+        return 0
+    return sum(p.numel() for p in m.parameters())
+
+
+class Constant(nn.Module):
+    """A module that ignores its input and returns a constant vector broadcast to
+    (*input.shape[:-1], d): what a dead Linear stack collapses to (its output bias, or zeros)."""
+
+    def __init__(self, d: int, bias: torch.Tensor | None = None, tuple_output: bool = False):
+        super().__init__()
+        self.d = int(d)
+        self.tuple_output = tuple_output
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    def forward(self, hidden_states, *args, **kwargs):
+        shape = (*hidden_states.shape[:-1], self.d)
+        if self.bias is not None:
+            out = self.bias.to(hidden_states.dtype).expand(shape)
+        else:
+            out = hidden_states.new_zeros(shape)
+        return (out, None) if self.tuple_output else out

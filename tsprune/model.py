@@ -1,0 +1,178 @@
+"""TSModel: a model of a supported family, dense or pruned, with one forecasting API.
+
+    m = tsprune.load("nano")                 # bundled checkpoint, or a local HF directory
+    f = m.forecast(context, horizon=96)      # context (B, L) -> f.point (B, 96)
+    m.save("out/model")                      # safetensors + config.json + tsprune.json
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tsprune import __version__
+from tsprune.checkpoint import MANIFEST, read_config, read_json, read_state_dict, write_model_dir
+from tsprune.errors import UserError
+from tsprune.families import Family, Forecast, detect, get
+from tsprune.prune.surgery import AttentionShape
+
+MANIFEST_FORMAT = "tsprune-model/1"
+
+
+class TSModel:
+    """A family adapter plus its nn.Module. ``manifest`` is None for a dense model."""
+
+    def __init__(self, family: Family, module: nn.Module, *, source: str | None = None,
+                 manifest: dict | None = None):
+        self.family = family
+        self.module = module
+        self.source = source
+        self.manifest = manifest
+
+    # ---- info -------------------------------------------------------------------------
+    @property
+    def pruned(self) -> bool:
+        return self.manifest is not None
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def clone(self) -> "TSModel":
+        return TSModel(self.family, copy.deepcopy(self.module), source=self.source,
+                       manifest=copy.deepcopy(self.manifest))
+
+    def describe(self) -> list[dict]:
+        return self.family.describe(self.module)
+
+    # ---- forecasting ------------------------------------------------------------------
+    @torch.no_grad()
+    def forecast(self, context: torch.Tensor, horizon: int, *, batch_size: int = 512) -> Forecast:
+        """context (B, L) float -> Forecast(point (B, horizon), quantiles (B, horizon, Q))."""
+        was = self.module.training
+        self.module.eval()
+        try:
+            parts = [self.family.forecast(self.module, c, horizon)
+                     for c in torch.as_tensor(context, dtype=torch.float32).split(batch_size)]
+        finally:
+            self.module.train(was)
+        q = [p.quantiles for p in parts]
+        return Forecast(torch.cat([p.point for p in parts]),
+                        None if q[0] is None else torch.cat(q), parts[0].levels)
+
+    # ---- persistence ------------------------------------------------------------------
+    def build_manifest(self, extra: dict | None = None) -> dict:
+        """Per-layer shapes of every masked Linear and every resized module."""
+        struct = self.family.structure(self.module)
+        linears, attention, ffn = {}, {}, {}
+        for b in struct.blocks:
+            for p in b.linears():
+                lin = self.module.get_submodule(p)
+                linears[p] = [lin.out_features, lin.in_features, lin.bias is not None]
+            for a in b.attention:
+                att = self.module.get_submodule(a.owner)
+                attention[a.owner] = getattr(att, "tsprune_shape", None) or AttentionShape(
+                    a.num_heads, a.num_kv_heads, a.qk_head_dim, a.v_head_dim,
+                    list(range(a.num_kv_heads))).to_json()
+            for f in b.ffn:
+                ffn[f.owner] = self.module.get_submodule(f.inputs[0]).out_features
+        # dead groups were removed from the structure: record them from the manifest we had
+        old = self.manifest or {}
+        for owner, shape in (old.get("attention") or {}).items():
+            attention.setdefault(owner, shape)
+        for owner, width in (old.get("ffn") or {}).items():
+            ffn.setdefault(owner, width)
+        m = {"format": MANIFEST_FORMAT, "tsprune_version": __version__, "family": self.family.name,
+             "linears": linears, "attention": attention, "ffn": ffn,
+             "params": self.num_params()}
+        if extra:
+            m.update(extra)
+        return m
+
+    def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> None:
+        manifest = self.build_manifest(extra) if self.pruned else None
+        if manifest is not None:
+            self.manifest = manifest
+        write_model_dir(path, self.family.config_dict(self.module), self.module.state_dict(), manifest)
+
+
+def bundled_path(name: str) -> Path | None:
+    """Path of a checkpoint shipped inside tsprune (tsprune/resources/<name>)."""
+    p = Path(__file__).resolve().parent / "resources" / name
+    return p if (p / "config.json").exists() else None
+
+
+def _apply_manifest(family: Family, module: nn.Module, manifest: dict) -> None:
+    from tsprune.prune.structure import AttentionGroup, FFNGroup
+
+    dense = family.structure(module)
+    for path, (rows, cols, bias) in manifest["linears"].items():
+        try:
+            module.get_submodule(path)
+        except AttributeError:
+            raise UserError(f"manifest: Linear {path!r} does not exist in a {family.name} model") from None
+        new = nn.Linear(int(cols), int(rows), bias=bool(bias), device="meta")
+        new = new.to_empty(device="cpu")
+        module.set_submodule(path, new)
+    groups_a = {a.owner: a for b in dense.blocks for a in b.attention}
+    groups_f = {f.owner: f for b in dense.blocks for f in b.ffn}
+    for owner, shape in manifest.get("attention", {}).items():
+        if owner not in groups_a:
+            raise UserError(f"manifest: attention {owner!r} does not exist in the model")
+        family.resize_attention(module, groups_a[owner], AttentionShape.from_json(shape))
+    for owner, width in manifest.get("ffn", {}).items():
+        if owner not in groups_f:
+            raise UserError(f"manifest: FFN {owner!r} does not exist in the model")
+        g: FFNGroup = groups_f[owner]
+        if width == 0:
+            # a dead FFN collapses to its output bias: give the output Linear its shape
+            pass
+        family.resize_ffn(module, g, int(width))
+    _ = AttentionGroup  # typing only
+
+
+def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
+    """Load a bundled checkpoint by name, or a local model directory (dense HF or pruned)."""
+    p = Path(name_or_path)
+    if not p.exists():
+        b = bundled_path(str(name_or_path))
+        if b is None:
+            raise UserError(f"--model: {str(name_or_path)!r} is neither a directory nor a bundled "
+                            f"model (bundled: nano)")
+        p = b
+    config = read_config(p)
+    family = detect(config)
+    manifest = None
+    if (p / MANIFEST).exists():
+        manifest = read_json(p / MANIFEST, "manifest")
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise UserError(f"manifest: {p / MANIFEST} has format {manifest.get('format')!r}, "
+                            f"expected {MANIFEST_FORMAT!r}")
+        if manifest.get("family") != family.name:
+            raise UserError(f"manifest: family {manifest.get('family')!r} does not match config.json "
+                            f"({family.name!r})")
+    state = read_state_dict(p)
+    try:
+        module = family.build(config)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"config.json: cannot build a {family.name} model from {p / 'config.json'} ({e})") from None
+    if manifest is not None:
+        _apply_manifest(family, module, manifest)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"weights: {p} does not match the {family.name} architecture "
+                        f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                        f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
+    module.eval()
+    return TSModel(family, module, source=str(p), manifest=manifest)
+
+
+def from_config(config: dict) -> TSModel:
+    """A randomly initialised dense model of the family that ``config`` names."""
+    family = detect(config)
+    return TSModel(family, family.build(config).eval(), source="config")
+
+
+__all__ = ["TSModel", "load", "from_config", "bundled_path", "get"]

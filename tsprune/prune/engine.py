@@ -1,0 +1,271 @@
+"""Scoring and the progressive, validation-driven schedule (METHOD.md sections 2 and 3).
+
+With frozen weights and dropout off, every training window contributes per-sample mask
+gradients g_b (B, d) for every in- and out-mask of every masked Linear. Per mini-batch step
+the score s = sum_b (-g_b + g_b^2 / 2) updates an EMA  imp = alpha*s + (1-alpha)*imp  (first
+step: imp = s). After each macro-batch all still-alive channels of all layers form one pool:
+the lowest ceil(pool * r / steps_per_epoch) by |imp|, and every channel whose |imp| is
+exactly 0, are zeroed. After each epoch the masked model is validated; the best masks are
+kept and pruning stops when validation stops improving (patience).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tsprune.errors import bad_arg
+from tsprune.progress import progress
+
+from .masks import MaskSet, attach
+from .plan import Plan
+from .surgery import analyze, count_params
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Hyperparameters of the pruning phase. CLI flags map to these fields one to one.
+
+    ratio: r, the fraction of the pool removed per epoch (one epoch keeps ~exp(-r)).
+    ema: alpha of the importance EMA.
+    max_epochs: pruning epochs at most (None: the family's default).
+    macro_batch: samples per pruning step (the reference uses ~8,192; clamped so an epoch
+      has at least ``min_steps`` steps).
+    batch_size: windows per backward pass.
+    max_sparsity: optional cap on parameter sparsity (0..1).
+    patience: epochs without validation improvement before stopping.
+    calib_samples / val_samples: optional subsampling of train / validation windows.
+    scorer: "fused" (hooks + tsprune.ops.fused_importance) or "reference" (per-sample
+      mask leaves through autograd, the paper's path).
+    """
+
+    ratio: float | None = None
+    ema: float = 0.5
+    max_epochs: int | None = None
+    macro_batch: int = 8192
+    min_steps: int = 8
+    batch_size: int = 64
+    max_sparsity: float | None = None
+    patience: int = 1
+    calib_samples: int | None = None
+    val_samples: int | None = 4096
+    scorer: str = "fused"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.ratio is not None and not (0.0 < self.ratio < 1.0):
+            raise bad_arg("--ratio", self.ratio, "a number in (0, 1)")
+        if not (0.0 < self.ema <= 1.0):
+            raise bad_arg("--ema", self.ema, "a number in (0, 1]")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise bad_arg("--max-epochs", self.max_epochs, "an integer >= 1")
+        if self.max_sparsity is not None and not (0.0 < self.max_sparsity < 1.0):
+            raise bad_arg("--max-sparsity", self.max_sparsity, "a number in (0, 1)")
+        for name in ("macro_batch", "batch_size", "min_steps", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise bad_arg(f"--{name.replace('_', '-')}", getattr(self, name), "an integer >= 1")
+        for name in ("calib_samples", "val_samples"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise bad_arg(f"--{name.replace('_', '-')}", v, "a positive integer or none")
+        if self.scorer not in ("fused", "reference"):
+            raise bad_arg("--scorer", self.scorer, "'fused' or 'reference'")
+
+
+class Importance:
+    """Running |EMA| importance of every mask unit."""
+
+    def __init__(self, masks: MaskSet, alpha: float):
+        self.alpha = float(alpha)
+        self.imp = {(p, s): torch.zeros(m.numel(), dtype=torch.float32, device=m.device)
+                    for p, s, m in masks.units()}
+        self.first = {k: True for k in self.imp}
+        self.step_abs = {k: None for k in self.imp}
+
+    def update_from_grad(self, key, gb: torch.Tensor) -> None:
+        """gb: per-sample gradients (B, d)."""
+        from tsprune import ops
+        self.step_abs[key] = ops.fused_importance_from_grad(
+            gb, self.imp[key], alpha=self.alpha, first=self.first[key])
+        self.first[key] = False
+
+    def update_from_acts(self, key, x: torch.Tensor, g: torch.Tensor) -> None:
+        """x, g: (B, ..., d) activations and gradient at the masked point."""
+        from tsprune import ops
+        self.step_abs[key] = ops.fused_importance(
+            x, g, self.imp[key], alpha=self.alpha, first=self.first[key])
+        self.first[key] = False
+
+    def absolute(self, key) -> torch.Tensor:
+        return self.imp[key].abs()
+
+
+def masked_loss(model, masks: MaskSet | None, dataset, batch_size: int = 256) -> float:
+    """Mean native loss of the (masked) model over a window dataset, no grad."""
+    total, n = 0.0, 0
+    was = model.module.training
+    model.module.eval()
+    import contextlib
+    ctx = attach(model.module, masks, "apply") if masks is not None else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
+        for c, t in dataset.batches(batch_size):
+            loss = model.family.loss(model.module, c, t)
+            total += float(loss) * c.shape[0]
+            n += c.shape[0]
+    model.module.train(was)
+    return total / max(n, 1)
+
+
+def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int) -> int:
+    """Zero the lowest-|imp| alive units of the global pool; returns how many were zeroed."""
+    keys, scores = [], []
+    for p, s, m in masks.units():
+        alive = torch.nonzero(m != 0).flatten()
+        if alive.numel():
+            keys.append((p, s, alive))
+            scores.append(imp.absolute((p, s))[alive].cpu())
+    if not scores:
+        return 0
+    pool = torch.cat(scores)
+    k = min(pool.numel(), math.ceil(pool.numel() * ratio / steps))
+    zero = pool == 0
+    order = torch.argsort(pool, stable=True)
+    chosen = torch.zeros_like(zero)
+    chosen[order[:k]] = True
+    chosen |= zero
+    off = 0
+    for (p, s, alive), sc in zip(keys, scores):
+        sel = chosen[off: off + sc.numel()]
+        off += sc.numel()
+        if sel.any():
+            masks.get(p, s)[alive[sel.to(alive.device)]] = 0.0
+    return int(chosen.sum())
+
+
+def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
+          log=None) -> Plan:
+    """Find pruning masks for ``model`` (a tsprune.model.TSModel) on window datasets.
+
+    train, val: WindowDataset-like objects (len, batches, subset). Returns a Plan; the
+    model is left unchanged (weights untouched, no masks attached).
+    """
+    family, module = model.family, model.module
+    structure = family.structure(module)
+    masks = MaskSet(module, structure.linears())
+    ratio = cfg.ratio if cfg.ratio is not None else family.default_ratio
+    max_epochs = cfg.max_epochs or family.prune_epochs
+    if cfg.calib_samples:
+        train = train.subset(cfg.calib_samples, seed=cfg.seed)
+    if cfg.val_samples:
+        val = val.subset(cfg.val_samples, seed=cfg.seed + 1)
+    n = len(train)
+    macro = max(cfg.batch_size, min(cfg.macro_batch, math.ceil(n / cfg.min_steps)))
+    steps = max(1, math.ceil(n / macro))
+    params_dense = count_params(module)
+
+    req = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    was_training = module.training
+    module.eval()  # dropout off
+
+    history: list[dict] = []
+    best_val = math.inf
+    best_masks, best_epoch = masks.clone(), None
+    stale = 0
+    capped = False
+    t0 = time.time()
+    imp = Importance(masks, cfg.ema)  # the EMA runs across steps and epochs
+    try:
+        for epoch in range(max_epochs):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            bar = progress(total=n, desc=f"prune epoch {epoch + 1}/{max_epochs}",
+                           unit="win", disable=not show_progress)
+            for step in range(steps):
+                ids = order[step * macro: (step + 1) * macro]
+                loss_sum, seen = 0.0, 0
+                for s in range(0, ids.numel(), cfg.batch_size):
+                    c, t = train.gather(ids[s: s + cfg.batch_size])
+                    loss_sum += _score_batch(model, masks, imp, c, t, cfg.scorer) * c.shape[0]
+                    seen += c.shape[0]
+                    bar.update(c.shape[0])
+                zeroed = _prune_step(masks, imp, ratio, steps)
+                sp = 1.0 - count_params(module, analyze(structure, masks)) / params_dense
+                rec = {"epoch": epoch + 1, "step": step + 1, "train_loss": loss_sum / max(seen, 1),
+                       "zeroed": zeroed, "alive_channels": masks.alive(),
+                       "total_channels": masks.total(), "sparsity": sp,
+                       "time_s": round(time.time() - t0, 2)}
+                history.append(rec)
+                if log:
+                    log(rec)
+                bar.set_postfix(sparsity=f"{sp:.3f}", loss=f"{rec['train_loss']:.4f}")
+                if cfg.max_sparsity is not None and sp >= cfg.max_sparsity:
+                    capped = True
+                    break
+            bar.close()
+            v = masked_loss(model, masks, val)
+            sp = 1.0 - count_params(module, analyze(structure, masks)) / params_dense
+            rec = {"epoch": epoch + 1, "val_loss": v, "sparsity": sp,
+                   "alive_channels": masks.alive(), "time_s": round(time.time() - t0, 2)}
+            history.append(rec)
+            if log:
+                log(rec)
+            if v < best_val:
+                best_val, best_masks, best_epoch, stale = v, masks.clone(), epoch + 1, 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+            if capped:
+                break
+    finally:
+        for p, r in zip(module.parameters(), req):
+            p.requires_grad_(r)
+        module.train(was_training)
+
+    params_pruned = count_params(module, analyze(structure, best_masks))
+    return Plan(family=family.name, masks=best_masks.to_json(), params_dense=params_dense,
+                params_pruned=params_pruned, config={**asdict(cfg), "ratio": ratio,
+                                                     "max_epochs": max_epochs,
+                                                     "macro_batch_effective": macro,
+                                                     "steps_per_epoch": steps,
+                                                     "best_val_loss": best_val},
+                history=history, best_epoch=best_epoch)
+
+
+def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str) -> float:
+    """One backward pass; updates the importance EMA of every mask once.
+
+    A Linear called k times in one forward contributes the sum of its k per-sample
+    gradients (the mask is shared by the calls): the reference path sums the leaves'
+    gradients, the fused path concatenates the calls' tokens before reducing."""
+    family, module = model.family, model.module
+    if scorer == "reference":
+        with attach(module, masks, "reference") as leaves:
+            loss = family.loss(module, c, t)
+            loss.backward()
+            for key, ls in leaves.items():
+                grads = [leaf.grad for leaf in ls if leaf.grad is not None]
+                if grads:
+                    imp.update_from_grad(key, torch.stack(grads).sum(0) if len(grads) > 1 else grads[0])
+        return loss.detach().item()
+
+    pending: dict[tuple[str, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def on_grad(p, s, acts, grad):
+        pending.setdefault((p, s), []).append((acts, grad))
+
+    with attach(module, masks, "fused", on_grad=on_grad):
+        c = c.clone().requires_grad_(True)
+        loss = family.loss(module, c, t)
+        loss.backward()
+    for key, pairs in pending.items():
+        if len(pairs) == 1:
+            x, g = pairs[0]
+        else:  # (B, T_1 + ... + T_k, d): the sum over calls is a sum over more tokens
+            x = torch.cat([a.reshape(a.shape[0], -1, a.shape[-1]) for a, _ in pairs], dim=1)
+            g = torch.cat([b.reshape(b.shape[0], -1, b.shape[-1]) for _, b in pairs], dim=1)
+        imp.update_from_acts(key, x, g)
+    return loss.detach().item()

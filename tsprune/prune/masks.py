@@ -1,0 +1,178 @@
+"""Input and output channel masks on Linear layers (METHOD.md section 1).
+
+While masks are attached a Linear computes ``y = (W (x * m_in) + b) * m_out``.
+Masks are attached with forward hooks, so module names and state dicts never change.
+
+Three attachment modes:
+  * ``apply``     : plain masked forward (validation, evaluation).
+  * ``reference`` : the paper's path. Each forward expands the masks per sample into
+                    leaf tensors of shape (B, d) that require grad; after backward their
+                    ``.grad`` is the per-sample mask gradient g_b (summed over tokens).
+  * ``fused``     : forward/backward hooks keep the layer input x (or the pre-mask output z)
+                    and receive the gradient G at the masked input (or at the output); the
+                    fused importance kernel reduces sum_t x*G per sample without building
+                    per-sample masks (tsprune.ops.fused_importance).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    return root.get_submodule(path)
+
+
+class MaskSet:
+    """0/1 float masks ``m_in`` (d_in,) and ``m_out`` (d_out,) for a set of Linears."""
+
+    def __init__(self, model: nn.Module, paths: list[str]):
+        self.paths = list(paths)
+        self.m_in: dict[str, torch.Tensor] = {}
+        self.m_out: dict[str, torch.Tensor] = {}
+        for p in self.paths:
+            lin = get_module(model, p)
+            if not isinstance(lin, nn.Linear):
+                raise TypeError(f"{p} is {type(lin).__name__}, not nn.Linear")
+            dev = lin.weight.device
+            self.m_in[p] = torch.ones(lin.in_features, device=dev)
+            self.m_out[p] = torch.ones(lin.out_features, device=dev)
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def units(self) -> Iterator[tuple[str, str, torch.Tensor]]:
+        """(path, side, mask) for every mask, side in {"in", "out"}; stable order."""
+        for p in self.paths:
+            yield p, "in", self.m_in[p]
+            yield p, "out", self.m_out[p]
+
+    def get(self, path: str, side: str) -> torch.Tensor:
+        return self.m_in[path] if side == "in" else self.m_out[path]
+
+    def total(self) -> int:
+        return sum(m.numel() for _, _, m in self.units())
+
+    def alive(self) -> int:
+        return int(sum(int(m.sum().item()) for _, _, m in self.units()))
+
+    def clone(self) -> "MaskSet":
+        new = MaskSet.__new__(MaskSet)
+        new.paths = list(self.paths)
+        new.m_in = {k: v.clone() for k, v in self.m_in.items()}
+        new.m_out = {k: v.clone() for k, v in self.m_out.items()}
+        return new
+
+    def to_json(self) -> dict:
+        """Pruned (zero) indices per Linear; compact and replayable."""
+        out = {}
+        for p in self.paths:
+            out[p] = {
+                "in_features": int(self.m_in[p].numel()),
+                "out_features": int(self.m_out[p].numel()),
+                "in": torch.nonzero(self.m_in[p] == 0).flatten().tolist(),
+                "out": torch.nonzero(self.m_out[p] == 0).flatten().tolist(),
+            }
+        return out
+
+    @classmethod
+    def from_json(cls, model: nn.Module, data: dict) -> "MaskSet":
+        ms = cls(model, list(data))
+        for p, d in data.items():
+            if ms.m_in[p].numel() != d["in_features"] or ms.m_out[p].numel() != d["out_features"]:
+                raise ValueError(
+                    f"plan does not fit the model at {p}: plan has "
+                    f"({d['out_features']}, {d['in_features']}), model has "
+                    f"({ms.m_out[p].numel()}, {ms.m_in[p].numel()})"
+                )
+            if d["in"]:
+                ms.m_in[p][torch.tensor(d["in"], dtype=torch.long)] = 0.0
+            if d["out"]:
+                ms.m_out[p][torch.tensor(d["out"], dtype=torch.long)] = 0.0
+        return ms
+
+
+def _bshape(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """View per-sample masks (B, d) so that they broadcast over x (B, ..., d)."""
+    return m.view(m.shape[0], *([1] * (x.dim() - 2)), m.shape[1])
+
+
+@contextlib.contextmanager
+def attach(model: nn.Module, masks: MaskSet, mode: str = "apply",
+           on_grad: Callable[[str, str, torch.Tensor, torch.Tensor | None], None] | None = None):
+    """Attach masks to the Linears of ``model`` for the duration of the block.
+
+    mode "reference": yields a dict {(path, side): [leaf (B, d), ...]}, one leaf per call of
+      the Linear in the forward (a model may call a layer more than once, e.g. TimesFM's
+      flip-invariant decode); after backward the per-sample gradient is the sum of the
+      leaves' ``.grad``. Clear the dict between forwards.
+    mode "fused": ``on_grad(path, side, acts, grad)`` is called during backward with
+      acts (B, ..., d) and the gradient (B, ..., d) at the masked point.
+    """
+    if mode not in ("apply", "reference", "fused"):
+        raise ValueError(f"mode: got {mode!r}; expected apply, reference or fused")
+    handles = []
+    leaves: dict[tuple[str, str], list[torch.Tensor]] = {}
+    for p in masks.paths:
+        lin = get_module(model, p)
+        m_in, m_out = masks.m_in[p], masks.m_out[p]
+
+        if mode == "apply":
+            def pre(mod, args, m_in=m_in):
+                return (args[0] * m_in.to(args[0].dtype),) + tuple(args[1:])
+
+            def post(mod, args, out, m_out=m_out):
+                return out * m_out.to(out.dtype)
+
+        elif mode == "reference":
+            def pre(mod, args, m_in=m_in, p=p):
+                x = args[0]
+                leaf = m_in.to(x.dtype).expand(x.shape[0], -1).clone().requires_grad_(True)
+                leaves.setdefault((p, "in"), []).append(leaf)
+                return (x * _bshape(x, leaf),) + tuple(args[1:])
+
+            def post(mod, args, out, m_out=m_out, p=p):
+                leaf = m_out.to(out.dtype).expand(out.shape[0], -1).clone().requires_grad_(True)
+                leaves.setdefault((p, "out"), []).append(leaf)
+                return out * _bshape(out, leaf)
+
+        else:  # fused
+            assert on_grad is not None, "fused mode needs on_grad"
+            # The caller makes the model input require grad, so every masked point is in the
+            # graph; the masks themselves need no grad, so autograd never builds the
+            # (B, T, d) product that a mask gradient would need.
+
+            def pre(mod, args, m_in=m_in, p=p):
+                x = args[0]
+                xm = x * m_in.to(x.dtype)
+                if xm.requires_grad:
+                    xd = x.detach()
+                    xm.register_hook(lambda g, xd=xd, p=p: on_grad(p, "in", xd, g))
+                return (xm,) + tuple(args[1:])
+
+            def post(mod, args, out, m_out=m_out, p=p):
+                y = out * m_out.to(out.dtype)
+                if y.requires_grad:
+                    zd = out.detach()
+                    y.register_hook(lambda g, zd=zd, p=p: on_grad(p, "out", zd, g))
+                return y
+
+        handles.append(lin.register_forward_pre_hook(pre))
+        handles.append(lin.register_forward_hook(post))
+    try:
+        yield leaves
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def fold(model: nn.Module, masks: MaskSet) -> None:
+    """Multiply masks into weights and biases: W <- diag(m_out) W diag(m_in), b <- m_out * b."""
+    for p in masks.paths:
+        lin = get_module(model, p)
+        w = lin.weight
+        w.mul_(masks.m_out[p].to(w.dtype)[:, None] * masks.m_in[p].to(w.dtype)[None, :])
+        if lin.bias is not None:
+            lin.bias.mul_(masks.m_out[p].to(lin.bias.dtype))

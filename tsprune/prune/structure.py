@@ -1,0 +1,84 @@
+"""Which slices of a transformer block are coupled (dependency groups).
+
+A family adapter describes each block of its model with these records; the pruning
+engine masks every Linear named here, and the surgery cuts the coupled slices
+together. Paths are dotted module names relative to the model root.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AttentionGroup:
+    """One multi-head attention: Q, K, V and O projections.
+
+    Shapes (rows are outputs, as in nn.Linear):
+      q: (num_heads * qk_head_dim, d_model)     k: (num_kv_heads * qk_head_dim, d_kv_in)
+      v: (num_kv_heads * v_head_dim, d_kv_in)   o: (d_model, num_heads * v_head_dim)
+    Head h of Q uses KV head h // (num_heads // num_kv_heads).
+
+    qk_reducible: whether Q/K head dims may be sliced (False when per-head q/k norms
+      act over the head dim, as in TimesFM 2.5 and Moirai).
+    rope: Q/K dims i and i + d/2 are rotated together and removed together.
+    owner: path of the attention module, handed back to the family to update its shapes.
+    """
+
+    owner: str
+    q: str
+    k: str
+    v: str
+    o: str
+    num_heads: int
+    num_kv_heads: int
+    qk_head_dim: int
+    v_head_dim: int
+    qk_reducible: bool = False
+    rope: bool = False
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+@dataclass(frozen=True)
+class FFNGroup:
+    """One feed-forward network: neuron j is row j of every input Linear
+    (up, gate) and column j of the output Linear (down)."""
+
+    owner: str
+    inputs: tuple[str, ...]
+    output: str
+
+
+@dataclass(frozen=True)
+class BlockStructure:
+    """All prunable groups of one transformer block.
+
+    extra: Linears that are masked (scored, zeroed) but never sliced, e.g. a fused
+      qkv projection whose layout the family does not slice.
+    """
+
+    index: int
+    attention: tuple[AttentionGroup, ...] = ()
+    ffn: tuple[FFNGroup, ...] = ()
+    extra: tuple[str, ...] = ()
+
+    def linears(self) -> list[str]:
+        """Every masked Linear of the block, in a stable order."""
+        out: list[str] = []
+        for a in self.attention:
+            out += [a.q, a.k, a.v, a.o]
+        for f in self.ffn:
+            out += [*f.inputs, f.output]
+        out += list(self.extra)
+        seen: set[str] = set()
+        return [p for p in out if not (p in seen or seen.add(p))]
+
+
+@dataclass
+class ModelStructure:
+    blocks: list[BlockStructure] = field(default_factory=list)
+
+    def linears(self) -> list[str]:
+        return [p for b in self.blocks for p in b.linears()]

@@ -1,0 +1,1 @@
+from .finetune import FinetuneConfig, FinetuneResult, finetune  # noqa: F401
