@@ -1,0 +1,13 @@
+"""Pretraining of tsprune's own small TimesFM 2.5 checkpoint on a synthetic corpus.
+
+The CLI wires ``tsprune pretrain`` with::
+
+    add_cli_arguments(subparser)            # one flag per PretrainConfig field
+    run(from_args(ns), ns.out, resume=ns.resume)
+
+See docs/pretraining.md.
+"""
+from tsprune.pretrain.config import MODEL_PRESETS, PretrainConfig, add_cli_arguments, from_args
+from tsprune.pretrain.train import run
+
+__all__ = ["PretrainConfig", "MODEL_PRESETS", "add_cli_arguments", "from_args", "run"]

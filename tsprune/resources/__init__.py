@@ -1,0 +1,31 @@
+"""Package data shipped with tsprune: the pretrained checkpoint and a demo dataset.
+
+* ``nano/``: tsprune's own TimesFM 2.5 checkpoint (``config.json``, ``model.safetensors``,
+  ``MODEL_CARD.md``), loadable offline with
+  ``TimesFm2_5ModelForPrediction.from_pretrained(default_model_dir())``.
+* ``data/greensboro_tmy3_hourly.csv.gz``: a real hourly weather/solar dataset (see
+  ``data/DATA_CARD.md``), the default ``--data`` of ``tsprune prune``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+#: Name of the shipped checkpoint directory.
+DEFAULT_MODEL = "nano"
+#: File name of the bundled demo dataset.
+DEMO_DATASET = "greensboro_tmy3_hourly.csv.gz"
+
+
+def default_model_dir() -> Path:
+    """Directory of the shipped pretrained checkpoint (a Hugging Face model directory)."""
+    return _HERE / DEFAULT_MODEL
+
+
+def demo_dataset_path() -> Path:
+    """Path of the bundled demo dataset: gzip CSV, a ``date`` column + 7 numeric channels, hourly."""
+    return _HERE / "data" / DEMO_DATASET
+
+
+__all__ = ["default_model_dir", "demo_dataset_path", "DEFAULT_MODEL", "DEMO_DATASET"]
