@@ -64,25 +64,51 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"weights: {path} is not a readable safetensors file ({e})") from None
 
 
-def read_state_dict(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All tensors of a directory's safetensors weights (single file or sharded index)."""
+def weight_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The safetensors files of a directory (single file or sharded index), each checked to
+    stay inside the directory; UserError for pickle-only or missing weights."""
     d = Path(model_dir)
     if (d / WEIGHTS).exists():
-        return _load_file(d / WEIGHTS)
+        return [d / WEIGHTS]
     if (d / INDEX).exists():
         index = read_json(d / INDEX, "weights index")
         files = sorted(set((index.get("weight_map") or {}).values()))
         if not files:
             raise UserError(f"weights index: {d / INDEX} has no weight_map")
-        out: dict[str, torch.Tensor] = {}
-        for f in files:
-            out.update(_load_file(inside(d, f, "weights index")))
-        return out
+        return [inside(d, f, "weights index") for f in files]
     pickles = [n for n in PICKLE_NAMES if (d / n).exists()]
     if pickles:
         raise UserError(f"weights: {d} holds only pickle weights ({pickles[0]}); tsprune loads "
                         f"safetensors only (convert with save_pretrained(safe_serialization=True))")
     raise UserError(f"weights: no {WEIGHTS} or {INDEX} in {d}")
+
+
+def check_weights(model_dir: str | os.PathLike) -> list[Path]:
+    """Open every safetensors file's header (cheap) so that a corrupted or truncated file is
+    a clear UserError before any loader touches it."""
+    from safetensors import SafetensorError, safe_open
+
+    files = weight_files(model_dir)
+    for f in files:
+        try:
+            size = f.stat().st_size
+            with safe_open(str(f), framework="pt") as sf:
+                for k in sf.keys():
+                    sl = sf.get_slice(k)
+                    _ = sl.get_shape()
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise UserError(f"weights: {f} is not a readable safetensors file ({e})") from None
+        if size < 8:
+            raise UserError(f"weights: {f} is truncated ({size} bytes)")
+    return files
+
+
+def read_state_dict(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a directory's safetensors weights (single file or sharded index)."""
+    out: dict[str, torch.Tensor] = {}
+    for f in weight_files(model_dir):
+        out.update(_load_file(f))
+    return out
 
 
 def write_model_dir(out: str | os.PathLike, config: dict, state: dict[str, torch.Tensor],

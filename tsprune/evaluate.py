@@ -1,28 +1,17 @@
-"""Test metrics of a model on z-scored windows (MSE/MAE per horizon)."""
+"""Test metrics of a TSModel on z-scored windows (MSE/MAE, per horizon prefix)."""
 from __future__ import annotations
 
-import torch
-
-from tsprune.metrics import ForecastMetrics
-from tsprune.progress import progress
+from tsprune.baselines.evaluate import evaluate_forecaster
+from tsprune.progress import is_quiet
 
 
-@torch.no_grad()
-def evaluate(model, dataset, horizons=None, *, batch_size: int = 512,
-             show_progress: bool = True, desc: str = "evaluate") -> dict:
+def evaluate(model, dataset, horizons=None, *, batch_size: int = 512, show_progress: bool = True,
+             desc: str = "evaluate") -> dict:
     """MSE and MAE of ``model`` (TSModel) over every window of ``dataset``.
 
-    horizons: prefixes to report (default: the dataset horizon). Returns
-    {"mse", "mae", "windows", "per_horizon": {h: {"mse", "mae"}}}.
+    Returns {"mse", "mae", "windows"} and, with horizons, "by_horizon": {h: {...}}.
     """
     h = dataset.horizon
-    horizons = sorted(set(horizons or [h]))
-    m = ForecastMetrics()
-    bar = progress(total=len(dataset), desc=desc, unit="win", disable=not show_progress)
-    for c, t in dataset.batches(batch_size):
-        f = model.forecast(c, h, batch_size=batch_size)
-        m.update(f.point, t)
-        bar.update(c.shape[0])
-    bar.close()
-    per = {int(k): {"mse": m.mse(k), "mae": m.mae(k)} for k in horizons}
-    return {"mse": m.mse(), "mae": m.mae(), "windows": len(dataset), "per_horizon": per}
+    return evaluate_forecaster(lambda c: model.forecast(c, h, batch_size=batch_size).point, dataset,
+                               batch_size=batch_size, horizons=horizons,
+                               progress=show_progress and not is_quiet(), desc=desc)

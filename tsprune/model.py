@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tsprune import __version__
-from tsprune.checkpoint import MANIFEST, read_config, read_json, read_state_dict, write_model_dir
+from tsprune.checkpoint import MANIFEST, check_weights, read_config, read_json, read_state_dict, write_model_dir
 from tsprune.errors import UserError
 from tsprune.families import Family, Forecast, detect, get
 from tsprune.prune.surgery import AttentionShape
@@ -153,18 +153,26 @@ def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
         if manifest.get("family") != family.name:
             raise UserError(f"manifest: family {manifest.get('family')!r} does not match config.json "
                             f"({family.name!r})")
-    state = read_state_dict(p)
-    try:
-        module = family.build(config)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"config.json: cannot build a {family.name} model from {p / 'config.json'} ({e})") from None
-    if manifest is not None:
+    check_weights(p)
+    if manifest is None:
+        module = family.load_dense(p, config)
+    else:
+        state = read_state_dict(p)
+        try:
+            module = family.build(config)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"config.json: cannot build a {family.name} model from "
+                            f"{p / 'config.json'} ({e})") from None
         _apply_manifest(family, module, manifest)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"weights: {p} does not match the {family.name} architecture "
-                        f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                        f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
+        try:
+            missing, unexpected = module.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise UserError(f"weights: {p} does not match its manifest "
+                            f"({str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()})") from None
+        if missing or unexpected:
+            raise UserError(f"weights: {p} does not match the {family.name} architecture "
+                            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
     module.eval()
     return TSModel(family, module, source=str(p), manifest=manifest)
 

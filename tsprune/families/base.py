@@ -55,6 +55,21 @@ class Family:
         """A randomly initialised model from a config.json dict."""
         raise NotImplementedError
 
+    def load_dense(self, path, config: dict) -> nn.Module:
+        """A dense checkpoint from a local directory whose safetensors were already checked.
+        Default: build from the config and load the state dict strictly; families whose
+        upstream class renames weights on save (transformers v5 conversions) override this
+        with from_pretrained(local_files_only=True, use_safetensors=True)."""
+        from tsprune.checkpoint import read_state_dict
+        from tsprune.errors import UserError
+        module = self.build(config)
+        try:
+            module.load_state_dict(read_state_dict(path), strict=True)
+        except RuntimeError as e:
+            raise UserError(f"weights: {path} does not match the {self.name} architecture "
+                            f"({str(e).splitlines()[0]})") from None
+        return module.eval()
+
     def config_dict(self, model: nn.Module) -> dict:
         """The config.json content for ``model`` (dense shapes; pruned shapes go in the
         manifest)."""

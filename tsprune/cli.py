@@ -1,0 +1,217 @@
+"""The `tsprune` command line: a thin layer over the Python API.
+
+Subcommands: prune (the whole job), eval, export, inspect, pretrain.
+User errors print one line and exit with code 2; Ctrl-C exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+
+from tsprune.errors import UserError, bad_arg
+
+EXIT_USER = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _floats(name):
+    def parse(s):
+        try:
+            vals = tuple(float(x) for x in str(s).split(",") if x.strip())
+        except ValueError:
+            raise UserError(f"{name}: got {s!r}; expected a number or a comma-separated list") from None
+        if not vals:
+            raise UserError(f"{name}: got {s!r}; expected at least one number")
+        return vals
+    return parse
+
+
+def _add_data_args(p, *, horizon_default=96):
+    p.add_argument("--data", help="CSV, CSV.gz or parquet file (default: the bundled demo dataset)")
+    p.add_argument("--target", nargs="+", metavar="COL", help="columns to forecast (default: every numeric column)")
+    p.add_argument("--date-col", help="the date column (default: detected)")
+    p.add_argument("--split", default="ett", help="'ett' (12/4/4 months) or ratios like 0.7,0.1,0.2 (default: ett)")
+    p.add_argument("--context", type=int, default=512, help="context length in rows (default: 512)")
+    p.add_argument("--horizon", type=int, default=horizon_default, help=f"forecast horizon (default: {horizon_default})")
+    p.add_argument("--stride", type=int, default=1, help="window stride (default: 1)")
+    p.add_argument("--season", type=int, help="seasonal period for seasonal naive (default: from the frequency)")
+
+
+def _data_config(a):
+    from tsprune.data import DataConfig
+    from tsprune.pipeline import default_data_path
+    path = a.data
+    split = a.split
+    if path is None:
+        path = default_data_path()
+        if path is None:
+            raise UserError("--data: no dataset given and no bundled demo dataset is installed")
+    elif not os.path.exists(path):
+        raise UserError(f"--data: {path!r} does not exist")
+    return DataConfig(path=path, target=tuple(a.target) if a.target else None, date_col=a.date_col,
+                      split=split, context=a.context, horizon=a.horizon, stride=a.stride, season=a.season)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tsprune import __version__
+    ap = _Parser(prog="tsprune", description="Prune, fine-tune and export time-series foundation models.")
+    ap.add_argument("--version", action="version", version=f"tsprune {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("prune", help="prune + fine-tune + evaluate + export (the whole job)")
+    p.add_argument("--model", default="nano", help="bundled model name or local HF directory (default: nano)")
+    _add_data_args(p)
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--ratio", type=float, help="pruning ratio r per epoch, in (0, 1) (default: the family's)")
+    p.add_argument("--ema", type=float, default=0.5, help="EMA alpha of importance scores (default: 0.5)")
+    p.add_argument("--max-epochs", type=int, help="pruning epochs at most (default: the family's)")
+    p.add_argument("--max-sparsity", type=float, help="cap on parameter sparsity, in (0, 1)")
+    p.add_argument("--macro-batch", type=int, default=8192, help="samples per pruning step (default: 8192)")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per backward pass (default: 64)")
+    p.add_argument("--calib-samples", type=int, help="subsample train windows for scoring")
+    p.add_argument("--val-samples", type=int, default=4096, help="validation windows (default: 4096)")
+    p.add_argument("--scorer", choices=["fused", "reference"], default="fused",
+                   help="importance path: fused kernels (default) or the masked-Linear reference")
+    p.add_argument("--finetune", dest="do_finetune", action="store_true", default=True,
+                   help="fine-tune the pruned model (default)")
+    p.add_argument("--no-finetune", dest="do_finetune", action="store_false")
+    p.add_argument("--compare-finetune", action="store_true", help="also fine-tune the dense model")
+    p.add_argument("--lr", type=_floats("--lr"), help="learning rate, or a comma-separated grid chosen by validation")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the family's)")
+    p.add_argument("--train-samples", type=int, help="subsample train windows for fine-tuning")
+    p.add_argument("--no-dlinear", dest="dlinear", action="store_false", help="skip the DLinear baseline")
+    p.add_argument("--export", action="append", default=[], choices=["onnx"], help="export format")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--log-file", help="also write the log to this file")
+
+    e = sub.add_parser("eval", help="evaluate a model on a dataset's test split")
+    e.add_argument("--model", default="nano")
+    _add_data_args(e)
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--quiet", action="store_true")
+
+    x = sub.add_parser("export", help="export a model directory to ONNX")
+    x.add_argument("--model", default="nano")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--out", required=True, help="output .onnx file")
+    x.add_argument("--context", type=int, default=512)
+    x.add_argument("--horizon", type=int, default=96)
+    x.add_argument("--opset", type=int, default=18)
+    x.add_argument("--quiet", action="store_true")
+
+    i = sub.add_parser("inspect", help="per-layer heads, widths and parameters of a model or ONNX graph")
+    i.add_argument("path", help="model directory, bundled name, or .onnx file")
+    i.add_argument("--json", action="store_true")
+
+    try:
+        from tsprune.pretrain import add_cli_arguments
+    except ImportError:
+        add_cli_arguments = None
+    if add_cli_arguments is not None:
+        t = sub.add_parser("pretrain", help="pretrain a small TSFM on the synthetic corpus")
+        add_cli_arguments(t)
+        t.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def _cmd_prune(a) -> int:
+    from tsprune.pipeline import RunConfig, run
+    from tsprune.prune import PruneConfig
+    from tsprune.train import FinetuneConfig
+    cfg = RunConfig(
+        out=a.out, data=_data_config(a), model=a.model,
+        prune=PruneConfig(ratio=a.ratio, ema=a.ema, max_epochs=a.max_epochs, macro_batch=a.macro_batch,
+                          batch_size=a.batch_size, max_sparsity=a.max_sparsity,
+                          calib_samples=a.calib_samples, val_samples=a.val_samples,
+                          scorer=a.scorer, seed=a.seed),
+        finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
+                                train_samples=a.train_samples, val_samples=a.val_samples, seed=a.seed),
+        do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
+        opset=a.opset, dlinear=a.dlinear, seed=a.seed,
+        command="tsprune " + " ".join(shlex.quote(s) for s in sys.argv[1:]), log_file=a.log_file)
+    r = run(cfg)
+    m = r["metrics"]
+    best = m.get("pruned_finetuned") or m["pruned"]
+    print(f"wrote {a.out}: params {r['params']['dense']:,} -> {r['params']['pruned']:,} "
+          f"(sparsity {r['sparsity']:.1%}); test MSE zero-shot {m['zero_shot']['mse']:.4f}, "
+          f"pruned{'+fine-tuned' if m.get('pruned_finetuned') else ''} {best['mse']:.4f}"
+          + (f"; ONNX max abs err {r['onnx']['max_abs_err']:.1e}" if r.get("onnx") else ""))
+    return 0
+
+
+def _cmd_eval(a) -> int:
+    from tsprune.data import prepare
+    from tsprune.evaluate import evaluate
+    from tsprune.model import load
+    data = prepare(_data_config(a))
+    model = load(a.model)
+    res = evaluate(model, data.windows("test"), [a.horizon], desc="evaluate")
+    res["by_horizon"] = {str(k): v for k, v in res.get("by_horizon", {}).items()}
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        print(f"test MSE {res['mse']:.4f}  MAE {res['mae']:.4f}  ({res['windows']} windows, horizon {a.horizon})")
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from tsprune.atomic import check_out
+    from tsprune.export import export_onnx
+    from tsprune.model import load
+    if not a.out.endswith(".onnx"):
+        raise bad_arg("--out", a.out, "a path ending in .onnx")
+    check_out(os.path.dirname(os.path.abspath(a.out)) or ".")
+    model = load(a.model)
+    r = export_onnx(model, a.out, context=a.context, horizon=a.horizon, opset=a.opset)
+    print(f"wrote {a.out} ({r['bytes'] / 1e6:.2f} MB, opset {r['opset']}, max abs err {r['max_abs_err']:.1e})")
+    return 0
+
+
+def _cmd_inspect(a) -> int:
+    from tsprune.inspect import inspect_path
+    print(inspect_path(a.path, as_json=a.json))
+    return 0
+
+
+def _cmd_pretrain(a) -> int:
+    from tsprune.pretrain import from_args, run
+    cfg, out, resume = from_args(a)
+    run(cfg, out, resume=resume, progress=not a.quiet)
+    return 0
+
+
+def main(argv=None) -> int:
+    from tsprune.progress import set_quiet
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        a = build_parser().parse_args(argv)
+        set_quiet(getattr(a, "quiet", False))
+        if getattr(a, "log_file", None):
+            fh = logging.FileHandler(a.log_file)
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logging.getLogger("tsprune").addHandler(fh)
+            logging.getLogger("tsprune").setLevel(logging.INFO)
+        if not getattr(a, "quiet", False):
+            logging.getLogger("tsprune").setLevel(logging.INFO)
+        return {"prune": _cmd_prune, "eval": _cmd_eval, "export": _cmd_export,
+                "inspect": _cmd_inspect, "pretrain": _cmd_pretrain}[a.cmd](a)
+    except UserError as e:
+        print(f"tsprune: error: {e}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("tsprune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

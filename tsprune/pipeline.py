@@ -1,0 +1,216 @@
+"""`tsprune prune`: the whole job, from a pretrained TSFM and a dataset to a pruned,
+fine-tuned model directory, an ONNX graph and a report, written atomically to --out.
+
+    zero-shot (dense) -> [fine-tuned dense] -> score (plan.json) -> apply (surgery)
+    -> pruned -> fine-tune -> pruned+fine-tuned -> baselines -> save -> ONNX -> report
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from tsprune import __version__
+from tsprune.atomic import atomic_dir, check_out
+from tsprune.data import DataConfig, prepare
+from tsprune.errors import UserError, bad_arg
+from tsprune.evaluate import evaluate
+from tsprune.model import load
+from tsprune.progress import is_quiet
+from tsprune.prune import PruneConfig, apply, score
+from tsprune.runlog import RunLog
+from tsprune.train import FinetuneConfig, finetune
+
+log = logging.getLogger("tsprune")
+
+DEFAULT_MODEL = "nano"
+
+
+def default_data_path() -> Path | None:
+    """The real dataset bundled with tsprune for the default job (see its DATA_CARD.md)."""
+    d = Path(__file__).resolve().parent / "resources" / "data"
+    files = sorted(d.glob("*.csv.gz")) if d.is_dir() else []
+    return files[0] if files else None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One `tsprune prune` job. Each field is one CLI flag (see tsprune.cli)."""
+
+    out: str
+    data: DataConfig
+    model: str = DEFAULT_MODEL
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    do_finetune: bool = True
+    compare_finetune: bool = False
+    export: tuple[str, ...] = ()
+    opset: int = 18
+    dlinear: bool = True
+    seed: int = 0
+    command: str = ""
+    log_file: str | None = None
+
+    def __post_init__(self):
+        for e in self.export:
+            if e not in ("onnx",):
+                raise bad_arg("--export", e, "'onnx'")
+        if not isinstance(self.opset, int) or not 18 <= self.opset <= 23:
+            raise bad_arg("--opset", self.opset, "an integer from 18 to 23")
+        check_out(self.out)
+
+
+def _metrics(d: dict) -> dict:
+    out = {"mse": d["mse"], "mae": d["mae"], "windows": d["windows"]}
+    if "by_horizon" in d:
+        out["by_horizon"] = {str(k): v for k, v in d["by_horizon"].items()}
+    return out
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    import transformers
+    return {"tsprune": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+            "threads": torch.get_num_threads()}
+
+
+def run(cfg: RunConfig) -> dict:
+    """Run the job; returns the report (also written as report.json / report.md)."""
+    torch.manual_seed(cfg.seed)
+    show = not is_quiet()
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    def timed(name):
+        class _T:
+            def __enter__(s):
+                s.t = time.time()
+                log.info("%s ...", name)
+
+            def __exit__(s, *exc):
+                timings[name] = round(time.time() - s.t, 2)
+                if exc[0] is None:
+                    log.info("%s done in %.1fs", name, timings[name])
+        return _T()
+
+    with atomic_dir(cfg.out) as tmp:
+        rl = RunLog(tmp / "log.jsonl")
+        try:
+            with timed("load"):
+                data = prepare(cfg.data)
+                model = load(cfg.model)
+            fam, mod = model.family, model.module
+            L, H = cfg.data.context, cfg.data.horizon
+            max_ctx = fam.max_context(mod)
+            if max_ctx is not None and L > max_ctx:
+                raise bad_arg("--context", L, f"at most {max_ctx} for this {fam.name} model")
+            out_h = fam.output_horizon(mod)
+            train_h = min(H, out_h) if (out_h and fam.autoregressive) else H
+            train = data.windows("train", horizon=train_h)
+            val = data.windows("val", horizon=train_h)
+            test = data.windows("test")
+            horizons = [H]
+            metrics: dict[str, dict | None] = {}
+            with timed("zero_shot_eval"):
+                metrics["zero_shot"] = _metrics(evaluate(model, test, horizons, desc="zero-shot"))
+            ft_dense = None
+            if cfg.compare_finetune:
+                with timed("finetune_dense"):
+                    dense = model.clone()
+                    ft_dense = finetune(dense, train, val, cfg.finetune, show_progress=show,
+                                        log=rl.phase("finetune_dense"))
+                with timed("finetuned_dense_eval"):
+                    metrics["finetuned_dense"] = _metrics(evaluate(dense, test, horizons,
+                                                                   desc="fine-tuned dense"))
+                del dense
+            with timed("prune_score"):
+                plan = score(model, train, val, cfg.prune, show_progress=show, log=rl.phase("prune"))
+                plan.save(tmp / "plan.json")
+            with timed("prune_apply"):
+                pruned = apply(model, plan)
+            with timed("pruned_eval"):
+                metrics["pruned"] = _metrics(evaluate(pruned, test, horizons, desc="pruned"))
+            ft = None
+            metrics["pruned_finetuned"] = None
+            if cfg.do_finetune:
+                with timed("finetune_pruned"):
+                    ft = finetune(pruned, train, val, cfg.finetune, show_progress=show,
+                                  log=rl.phase("finetune_pruned"))
+                with timed("pruned_finetuned_eval"):
+                    metrics["pruned_finetuned"] = _metrics(evaluate(pruned, test, horizons,
+                                                                    desc="pruned+fine-tuned"))
+            baselines = {}
+            with timed("baselines"):
+                from tsprune.baselines import evaluate_seasonal_naive, train_dlinear
+                from tsprune.baselines.evaluate import evaluate_forecaster
+                baselines["seasonal_naive"] = _metrics(evaluate_seasonal_naive(
+                    test, data.season, horizons=horizons))
+                baselines["seasonal_naive"]["season"] = data.season
+                if cfg.dlinear:
+                    dl = train_dlinear(data, L, H, seed=cfg.seed, progress=show)
+                    baselines["dlinear"] = _metrics(evaluate_forecaster(dl, test, horizons=horizons))
+            with timed("save"):
+                pruned.save(tmp / "model", extra={"dataset": {
+                    "columns": list(data.columns), "mean": data.mean.tolist(),
+                    "std": data.std.tolist()}})
+            onnx_info = None
+            if "onnx" in cfg.export:
+                from tsprune.export import export_onnx
+                with timed("export_onnx"):
+                    onnx_info = export_onnx(pruned, tmp / "model.onnx", context=L, horizon=H,
+                                            opset=cfg.opset, metadata={
+                                                "columns": list(data.columns),
+                                                "normalisation": "instance normalisation inside the graph; "
+                                                                 "train z-score stats in zscore_mean/zscore_std",
+                                                "zscore_mean": data.mean.tolist(),
+                                                "zscore_std": data.std.tolist(),
+                                                "quantiles": list(getattr(pruned.module.config, "quantiles", []))})
+                    onnx_info["path"] = "model.onnx"
+            timings["total"] = round(time.time() - t_all, 2)
+            report = {
+                "tsprune_version": __version__,
+                "command": cfg.command,
+                "family": fam.name,
+                "model": str(cfg.model),
+                "data": {"path": str(cfg.data.path), "columns": list(data.columns),
+                         "rows": int(len(data.values)), "split_rows": list(data.split),
+                         "freq": data.freq, "season": data.season, "context": L, "horizon": H,
+                         "train_horizon": train_h, "missing": str(data.missing),
+                         "windows": {"train": len(train), "val": len(val), "test": len(test)}},
+                "params": {"dense": plan.params_dense, "pruned": pruned.num_params()},
+                "sparsity": 1.0 - pruned.num_params() / plan.params_dense,
+                "metrics": metrics,
+                "baselines": baselines,
+                "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
+                          "history": plan.history},
+                "finetune": {"pruned": ft.to_json() if ft else None,
+                             "dense": ft_dense.to_json() if ft_dense else None},
+                "structure": {"dense": model.describe(), "pruned": pruned.describe()},
+                "onnx": onnx_info,
+                "timings": timings,
+                "versions": _versions(),
+                "config": {"prune": asdict(cfg.prune), "finetune": asdict(cfg.finetune),
+                           "do_finetune": cfg.do_finetune, "compare_finetune": cfg.compare_finetune,
+                           "seed": cfg.seed},
+            }
+            from tsprune.report import write_reports
+            write_reports(report, tmp)
+        finally:
+            rl.close()
+    return report
+
+
+def describe_user_error(e: Exception) -> str:
+    return str(e)
+
+
+__all__ = ["RunConfig", "run", "default_data_path", "UserError"]
+_ = sys

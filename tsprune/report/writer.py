@@ -1,0 +1,87 @@
+"""report.json (stable, documented keys) and report.md (for a person).
+
+Stable keys of report.json:
+  params.dense, params.pruned            parameter counts
+  sparsity                               1 - params.pruned / params.dense
+  metrics.zero_shot / pruned / pruned_finetuned / finetuned_dense
+                                         {mse, mae, windows, by_horizon} on z-scored test
+                                         windows (finetuned_dense only with
+                                         --compare-finetune; pruned_finetuned is null with
+                                         --no-finetune)
+  baselines.seasonal_naive, baselines.dlinear   {mse, mae, ...}
+  onnx.max_abs_err                       parity of the exported graph vs torch
+  timings                                seconds per phase, and total
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt(x, nd=4):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def render_markdown(r: dict) -> str:
+    m, b = r["metrics"], r["baselines"]
+    lines = [f"# tsprune report: {r['family']} on {Path(r['data']['path']).name}", ""]
+    lines += [f"`{r['command']}`" if r.get("command") else "", ""]
+    d = r["data"]
+    lines += [f"Data: {d['rows']} rows x {len(d['columns'])} channels ({', '.join(d['columns'])}), "
+              f"frequency {d['freq']}, split rows {d['split_rows']}, context {d['context']}, "
+              f"horizon {d['horizon']}; windows train {d['windows']['train']}, val "
+              f"{d['windows']['val']}, test {d['windows']['test']}. Missing values: {d['missing']}.", ""]
+    lines += ["## Accuracy (z-scored test windows)", "", "| model | params | MSE | MAE |", "|---|---:|---:|---:|"]
+    pd, pp = r["params"]["dense"], r["params"]["pruned"]
+    rows = [("zero-shot (dense)", pd, m.get("zero_shot")),
+            ("fine-tuned dense", pd, m.get("finetuned_dense")),
+            ("pruned", pp, m.get("pruned")),
+            ("pruned + fine-tuned", pp, m.get("pruned_finetuned")),
+            ("seasonal naive", None, b.get("seasonal_naive")),
+            ("DLinear", None, b.get("dlinear"))]
+    for name, n, v in rows:
+        if v is None:
+            continue
+        lines.append(f"| {name} | {'' if n is None else f'{n:,}'} | {_fmt(v['mse'])} | {_fmt(v['mae'])} |")
+    lines += ["", f"Sparsity: {r['sparsity']:.1%} of parameters removed ({pd:,} -> {pp:,}).", ""]
+    pc = r["prune"]["config"]
+    lines += ["## Pruning", "",
+              f"ratio r={pc['ratio']}, EMA alpha={pc['ema']}, macro-batch {pc['macro_batch_effective']} "
+              f"({pc['steps_per_epoch']} steps/epoch), max epochs {pc['max_epochs']}, scorer "
+              f"{pc['scorer']}, best epoch {r['prune']['best_epoch']}, best validation loss "
+              f"{_fmt(pc.get('best_val_loss'))}.", ""]
+    ep = [h for h in r["prune"]["history"] if "val_loss" in h]
+    if ep:
+        lines += ["| epoch | val loss | sparsity | alive channels |", "|---:|---:|---:|---:|"]
+        lines += [f"| {h['epoch']} | {_fmt(h['val_loss'])} | {h['sparsity']:.3f} | {h['alive_channels']} |"
+                  for h in ep]
+        lines.append("")
+    lines += ["## Structure (per layer, dense -> pruned)", ""]
+    dense, pruned = r["structure"]["dense"], r["structure"]["pruned"]
+    if dense:
+        keys = [k for k in dense[0] if k != "layer"]
+        lines += ["| layer | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+        for a, p in zip(dense, pruned):
+            lines.append(f"| {a['layer']} | " + " | ".join(
+                f"{a.get(k, '-')} -> {p.get(k, 0)}" for k in keys) + " |")
+        lines.append("")
+    ft = r["finetune"]["pruned"]
+    if ft:
+        lines += ["## Fine-tuning (pruned model)", "",
+                  f"chosen lr {ft['lr']:g} (validation {ft['val_loss_before']:.4f} -> {ft['val_loss']:.4f}), "
+                  f"{ft['epochs_run']} epoch(s); trials: " +
+                  ", ".join(f"lr {t['lr']:g}: {t['val_loss']:.4f}" for t in ft["trials"]), ""]
+    if r.get("onnx"):
+        o = r["onnx"]
+        lines += ["## ONNX", "", f"`{o['path']}`: opset {o['opset']}, {o['bytes'] / 1e6:.2f} MB, "
+                  f"max abs error vs torch {o['max_abs_err']:.2e} on {o['providers']}.", ""]
+    lines += ["## Timings (s)", "", "| phase | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r["timings"].items()]
+    lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in r["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_reports(report: dict, out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / "report.md").write_text(render_markdown(report))
