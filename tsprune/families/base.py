@@ -117,21 +117,24 @@ class Family:
 
     def describe(self, model: nn.Module) -> list[dict]:
         """Per-layer structure for `tsprune inspect`: one dict per block with heads,
-        kv_heads, qk_dim, v_dim, ffn width and parameter count."""
+        kv_heads, qk_dim, v_dim, ffn width and parameter count (dead modules: zeros)."""
         rows = []
-        struct = self.structure(model)
-        for b in struct.blocks:
+        for b in self.structure(model).blocks:
             row = {"layer": b.index}
-            for i, a in enumerate(b.attention):
-                att = model.get_submodule(a.owner)
+            atts = [(a.owner, a) for a in b.attention] + [(o, None) for o in b.dead_attention]
+            for i, (owner, a) in enumerate(sorted(atts, key=lambda t: t[0])):
                 pre = "" if i == 0 else f"attn{i}_"
-                row[pre + "heads"] = getattr(att, "tsprune_shape", {}).get("num_heads", a.num_heads)
-                row[pre + "kv_heads"] = getattr(att, "tsprune_shape", {}).get("num_kv_heads", a.num_kv_heads)
-                row[pre + "qk_dim"] = getattr(att, "tsprune_shape", {}).get("qk_head_dim", a.qk_head_dim)
-                row[pre + "v_dim"] = getattr(att, "tsprune_shape", {}).get("v_head_dim", a.v_head_dim)
-            for i, f in enumerate(b.ffn):
+                shape = getattr(model.get_submodule(owner), "tsprune_shape", None) or (
+                    {"num_heads": a.num_heads, "num_kv_heads": a.num_kv_heads,
+                     "qk_head_dim": a.qk_head_dim, "v_head_dim": a.v_head_dim} if a else {})
+                row[pre + "heads"] = shape.get("num_heads", 0)
+                row[pre + "kv_heads"] = shape.get("num_kv_heads", 0)
+                row[pre + "qk_dim"] = shape.get("qk_head_dim", 0) if a else 0
+                row[pre + "v_dim"] = shape.get("v_head_dim", 0) if a else 0
+            ffns = [(f.owner, f) for f in b.ffn] + [(o, None) for o in b.dead_ffn]
+            for i, (owner, f) in enumerate(sorted(ffns, key=lambda t: t[0])):
                 pre = "" if i == 0 else f"ffn{i}_"
-                row[pre + "ffn"] = _linear_rows(model, f.inputs[0])
+                row[pre + "ffn"] = _linear_rows(model, f.inputs[0]) if f else 0
             row["params"] = sum(_numel(model, p) for p in b.linears())
             rows.append(row)
         return rows

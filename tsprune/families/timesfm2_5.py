@@ -156,7 +156,10 @@ class TimesFm25(Family):
             ffn = ()
             if not isinstance(mlp, Constant):
                 ffn = (FFNGroup(owner=f"{pre}.mlp", inputs=(f"{pre}.mlp.fc1",), output=f"{pre}.mlp.fc2"),)
-            blocks.append(BlockStructure(index=i, attention=groups, ffn=ffn))
+            blocks.append(BlockStructure(
+                index=i, attention=groups, ffn=ffn,
+                dead_attention=(f"{pre}.self_attn",) if not groups else (),
+                dead_ffn=(f"{pre}.mlp",) if not ffn else ()))
         return ModelStructure(blocks)
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:

@@ -57,12 +57,16 @@ class BlockStructure:
 
     extra: Linears that are masked (scored, zeroed) but never sliced, e.g. a fused
       qkv projection whose layout the family does not slice.
+    dead: owners of attention/FFN modules that surgery collapsed to constants (reported by
+      `inspect` as zero heads / zero width; nothing left to prune there).
     """
 
     index: int
     attention: tuple[AttentionGroup, ...] = ()
     ffn: tuple[FFNGroup, ...] = ()
     extra: tuple[str, ...] = ()
+    dead_attention: tuple[str, ...] = ()
+    dead_ffn: tuple[str, ...] = ()
 
     def linears(self) -> list[str]:
         """Every masked Linear of the block, in a stable order."""

@@ -201,8 +201,8 @@ def _replace_linear(model: nn.Module, path: str, rows, cols, scale: float | None
     w = packed[0]
     if scale is not None:
         w = w * scale
-    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None,
-                    device=w.device, dtype=w.dtype)
+    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device="meta",
+                    dtype=w.dtype).to_empty(device=w.device)
     with torch.no_grad():
         new.weight.copy_(w)
         if lin.bias is not None:
