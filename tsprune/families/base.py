@@ -100,6 +100,24 @@ class Family:
         """Width 0 means the FFN is dead and becomes a constant (its output bias)."""
         raise NotImplementedError
 
+    # ---- optional family-specific pruning units (e.g. whole MoE experts) ------------
+    def pre_prune(self, model: nn.Module, datasets: list, cfg) -> dict | None:
+        """Called before channel scoring with the calibration datasets (train, val). A family
+        with extra pruning units (Time-MoE experts by routing frequency) decides them here,
+        applies them to ``model`` in place and returns a JSON-able record that
+        ``apply_extra`` replays on a fresh copy; None when the family has none."""
+        return None
+
+    def apply_extra(self, model: nn.Module, extra: dict) -> None:
+        """Replay a ``pre_prune`` record on a fresh model (before the channel masks)."""
+        if extra:
+            raise ValueError(f"{self.name} has no extra pruning units, got {sorted(extra)}")
+
+    def aux_loss(self, model: nn.Module):
+        """An auxiliary training loss added during fine-tuning (MoE load balancing), or None
+        when the family has none. Called right after ``loss`` on the same forward."""
+        return None
+
     # ---- training and forecasting ---------------------------------------------------
     def loss(self, model: nn.Module, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The family's native training loss, a batch mean. context (B, L), target (B, H)

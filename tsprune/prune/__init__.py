@@ -13,6 +13,8 @@ def apply(model, plan: Plan):
     if plan.family != model.family.name:
         raise ValueError(f"plan is for family {plan.family!r}, model is {model.family.name!r}")
     new = model.clone()
+    if plan.extra:
+        new.family.apply_extra(new.module, plan.extra)
     structure = new.family.structure(new.module)
     masks = MaskSet.from_json(new.module, plan.masks)
     cut = analyze(structure, masks)
@@ -20,6 +22,7 @@ def apply(model, plan: Plan):
     new.manifest = {"attention": {o: s.to_json() for o, s in cut.attention.items()},
                     "ffn": dict(cut.ffn)}
     new.manifest = new.build_manifest({"plan": {"sparsity": plan.sparsity,
-                                                "params_dense": plan.params_dense}})
+                                                "params_dense": plan.params_dense},
+                                       "extra": plan.extra})
     new.module.eval()
     return new

@@ -152,6 +152,16 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     model is left unchanged (weights untouched, no masks attached).
     """
     family, module = model.family, model.module
+    params_dense = count_params(module)
+    # family-specific units first (Time-MoE: experts by routing frequency on train+val);
+    # they change the model, so scoring works on a copy and the plan records them
+    extra = None
+    from tsprune.families.base import Family
+    if type(family).pre_prune is not Family.pre_prune:
+        probe = model.clone()
+        extra = family.pre_prune(probe.module, [train, val], cfg)
+        if extra:
+            model, module = probe, probe.module
     structure = family.structure(module)
     masks = MaskSet(module, structure.linears())
     ratio = cfg.ratio if cfg.ratio is not None else family.default_ratio
@@ -163,7 +173,6 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     n = len(train)
     macro = max(cfg.batch_size, min(cfg.macro_batch, math.ceil(n / cfg.min_steps)))
     steps = max(1, math.ceil(n / macro))
-    params_dense = count_params(module)
 
     req = [p.requires_grad for p in module.parameters()]
     for p in module.parameters():
@@ -232,7 +241,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                                                      "macro_batch_effective": macro,
                                                      "steps_per_epoch": steps,
                                                      "best_val_loss": best_val},
-                history=history, best_epoch=best_epoch)
+                history=history, best_epoch=best_epoch, extra=extra or {})
 
 
 def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str) -> float:

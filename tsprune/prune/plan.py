@@ -19,6 +19,7 @@ class Plan:
     config: dict = field(default_factory=dict)     # the PruneConfig used
     history: list = field(default_factory=list)    # one record per pruning step / epoch
     best_epoch: int | None = None
+    extra: dict = field(default_factory=dict)      # family-specific units (Family.pre_prune)
 
     @property
     def sparsity(self) -> float:
@@ -29,7 +30,8 @@ class Plan:
             "format": FORMAT, "family": self.family,
             "params_dense": self.params_dense, "params_pruned": self.params_pruned,
             "sparsity": self.sparsity, "best_epoch": self.best_epoch,
-            "config": self.config, "history": self.history, "masks": self.masks,
+            "config": self.config, "history": self.history, "extra": self.extra,
+            "masks": self.masks,
         }
 
     @classmethod
@@ -37,7 +39,8 @@ class Plan:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a tsprune plan (format {d.get('format')!r}, expected {FORMAT!r})")
         return cls(d["family"], d["masks"], d["params_dense"], d["params_pruned"],
-                   d.get("config", {}), d.get("history", []), d.get("best_epoch"))
+                   d.get("config", {}), d.get("history", []), d.get("best_epoch"),
+                   d.get("extra") or {})
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
