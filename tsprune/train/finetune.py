@@ -83,9 +83,9 @@ def _run(model, train, val, lr: float, cfg: FinetuneConfig, epochs: int, v0: flo
         tot, n = 0.0, 0
         for c, t in train.batches(cfg.batch_size, shuffle=True, seed=cfg.seed + epoch):
             loss = model.family.loss(module, c, t)
-            aux = getattr(model.family, "aux_loss", None)
+            aux = model.family.aux_loss(module)
             if aux is not None:
-                loss = loss + aux(module)
+                loss = loss + aux
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip:
