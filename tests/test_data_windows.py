@@ -213,3 +213,13 @@ def test_ett_path_env(tmp_path, monkeypatch):
     (tmp_path / "data" / "Toy.csv").write_text("a\n1\n")
     assert ett_path("Toy") == tmp_path / "data" / "Toy.csv"
     assert ett_path("NoSuchSet") is None
+
+
+def test_gaps_in_a_parquet_file_are_filled_and_reported(tmp_path):
+    df = frame()
+    df.loc[10:12, "a"] = np.nan
+    df.loc[199, "c"] = np.nan
+    df.to_parquet(tmp_path / "g.parquet")
+    p = prepare(cfg(path=tmp_path / "g.parquet"))
+    assert p.missing.interpolated == {"a": 3} and p.missing.edge_filled == {"c": 1}
+    assert np.isfinite(p.values).all()
