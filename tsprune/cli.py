@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-samples", type=int, default=4096, help="validation windows (default: 4096)")
     p.add_argument("--scorer", choices=["fused", "reference"], default="fused",
                    help="importance path: fused kernels (default) or the masked-Linear reference")
+    p.add_argument("--expert-threshold", type=float,
+                   help="MoE models: delete experts routed to at most this fraction of tokens "
+                        "(default: the family's, 0.01 for Time-MoE)")
     p.add_argument("--finetune", dest="do_finetune", action="store_true", default=True,
                    help="fine-tune the pruned model (default)")
     p.add_argument("--no-finetune", dest="do_finetune", action="store_false")
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="print each phase and its time")
     p.add_argument("--log-file", help="also write the log to this file")
 
     e = sub.add_parser("eval", help="evaluate a model on a dataset's test split")
@@ -124,22 +128,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _cmd_prune(a) -> int:
-    from tsprune.pipeline import RunConfig, run
+def prune_config(a):
+    """The RunConfig of parsed `tsprune prune` arguments: each flag sets one field."""
+    from tsprune.pipeline import RunConfig
     from tsprune.prune import PruneConfig
     from tsprune.train import FinetuneConfig
-    cfg = RunConfig(
+    return RunConfig(
         out=a.out, data=_data_config(a), model=a.model,
         prune=PruneConfig(ratio=a.ratio, ema=a.ema, max_epochs=a.max_epochs, macro_batch=a.macro_batch,
                           batch_size=a.batch_size, max_sparsity=a.max_sparsity,
                           calib_samples=a.calib_samples, val_samples=a.val_samples,
-                          scorer=a.scorer, seed=a.seed),
+                          scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=a.train_samples, val_samples=a.val_samples, seed=a.seed),
         do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
         opset=a.opset, dlinear=a.dlinear, seed=a.seed,
-        command="tsprune " + " ".join(shlex.quote(s) for s in sys.argv[1:]), log_file=a.log_file)
-    r = run(cfg)
+        command="tsprune " + " ".join(shlex.quote(s) for s in getattr(a, "argv", sys.argv[1:])), log_file=a.log_file,
+        quiet=a.quiet)
+
+
+def _cmd_prune(a) -> int:
+    from tsprune.pipeline import run
+    r = run(prune_config(a))
     m = r["metrics"]
     best = m.get("pruned_finetuned") or m["pruned"]
     print(f"wrote {a.out}: params {r['params']['dense']:,} -> {r['params']['pruned']:,} "
@@ -195,14 +205,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         a = build_parser().parse_args(argv)
+        a.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for the report
         set_quiet(getattr(a, "quiet", False))
         if getattr(a, "log_file", None):
             fh = logging.FileHandler(a.log_file)
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             logging.getLogger("tsprune").addHandler(fh)
             logging.getLogger("tsprune").setLevel(logging.INFO)
-        if not getattr(a, "quiet", False):
+        if getattr(a, "verbose", False):
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(logging.Formatter("%(message)s"))
+            logging.getLogger("tsprune").addHandler(h)
             logging.getLogger("tsprune").setLevel(logging.INFO)
+        logging.getLogger("tsprune").propagate = False
         return {"prune": _cmd_prune, "eval": _cmd_eval, "export": _cmd_export,
                 "inspect": _cmd_inspect, "pretrain": _cmd_pretrain}[a.cmd](a)
     except UserError as e:

@@ -87,6 +87,8 @@ class TSModel:
         m = {"format": MANIFEST_FORMAT, "tsprune_version": __version__, "family": self.family.name,
              "linears": linears, "attention": attention, "ffn": ffn,
              "params": self.num_params()}
+        for k, v in old.items():  # e.g. "plan" and the family's "extra" units survive a save
+            m.setdefault(k, v)
         if extra:
             m.update(extra)
         return m
@@ -133,8 +135,9 @@ def _apply_manifest(family: Family, module: nn.Module, manifest: dict) -> None:
     _ = AttentionGroup  # typing only
 
 
-def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
-    """Load a bundled checkpoint by name, or a local model directory (dense HF or pruned)."""
+def resolve(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
+    """(directory, config.json) of a bundled name or a local model directory; checks that
+    the family is supported. Cheap: reads only config.json."""
     p = Path(name_or_path)
     if not p.exists():
         b = bundled_path(str(name_or_path))
@@ -143,6 +146,13 @@ def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
                             f"model (bundled: nano)")
         p = b
     config = read_config(p)
+    detect(config)
+    return p, config
+
+
+def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
+    """Load a bundled checkpoint by name, or a local model directory (dense HF or pruned)."""
+    p, config = resolve(name_or_path)
     family = detect(config)
     manifest = None
     if (p / MANIFEST).exists():
@@ -163,6 +173,8 @@ def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
         except (TypeError, ValueError) as e:
             raise UserError(f"config.json: cannot build a {family.name} model from "
                             f"{p / 'config.json'} ({e})") from None
+        if manifest.get("extra"):  # family units removed before channel pruning (MoE experts)
+            family.apply_extra(module, manifest["extra"])
         _apply_manifest(family, module, manifest)
         try:
             missing, unexpected = module.load_state_dict(state, strict=False)

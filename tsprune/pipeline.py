@@ -21,9 +21,9 @@ from tsprune.data import DataConfig, prepare
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluate import evaluate
 from tsprune.model import load
-from tsprune.progress import is_quiet
+from tsprune.progress import is_quiet, set_quiet
 from tsprune.prune import PruneConfig, apply, score
-from tsprune.runlog import RunLog
+from tsprune.runlog import RunLog, log_to_file
 from tsprune.train import FinetuneConfig, finetune
 
 log = logging.getLogger("tsprune")
@@ -55,6 +55,7 @@ class RunConfig:
     seed: int = 0
     command: str = ""
     log_file: str | None = None
+    quiet: bool = False
 
     def __post_init__(self):
         for e in self.export:
@@ -83,7 +84,17 @@ def _versions() -> dict:
 
 
 def run(cfg: RunConfig) -> dict:
-    """Run the job; returns the report (also written as report.json / report.md)."""
+    """Run the job; returns the report (also written as report.json / .md / .html)."""
+    was_quiet = is_quiet()
+    set_quiet(was_quiet or cfg.quiet)
+    try:
+        with log_to_file(cfg.log_file):
+            return _run(cfg)
+    finally:
+        set_quiet(was_quiet)
+
+
+def _run(cfg: RunConfig) -> dict:
     torch.manual_seed(cfg.seed)
     show = not is_quiet()
     timings: dict[str, float] = {}
@@ -101,12 +112,15 @@ def run(cfg: RunConfig) -> dict:
                     log.info("%s done in %.1fs", name, timings[name])
         return _T()
 
+    # cheap checks first, so that a bad --model fails before the data is read
+    from tsprune.model import resolve
+    resolve(cfg.model)
     with atomic_dir(cfg.out) as tmp:
         rl = RunLog(tmp / "log.jsonl")
         try:
             with timed("load"):
-                data = prepare(cfg.data)
                 model = load(cfg.model)
+                data = prepare(cfg.data)
             fam, mod = model.family, model.module
             L, H = cfg.data.context, cfg.data.horizon
             max_ctx = fam.max_context(mod)
@@ -147,6 +161,9 @@ def run(cfg: RunConfig) -> dict:
                 with timed("pruned_finetuned_eval"):
                     metrics["pruned_finetuned"] = _metrics(evaluate(pruned, test, horizons,
                                                                     desc="pruned+fine-tuned"))
+            with timed("samples"):  # a few test windows for the report's forecast plots
+                from tsprune.report import forecast_samples
+                samples = forecast_samples({"dense": model, "pruned": pruned}, test, n=4)
             baselines = {}
             with timed("baselines"):
                 from tsprune.baselines import evaluate_seasonal_naive, train_dlinear
@@ -174,6 +191,10 @@ def run(cfg: RunConfig) -> dict:
                                                 "zscore_std": data.std.tolist(),
                                                 "quantiles": list(getattr(pruned.module.config, "quantiles", []))})
                     onnx_info["path"] = "model.onnx"
+                with timed("onnx_latency"):
+                    from tsprune.report import ort_latency
+                    onnx_info["latency_ms"] = ort_latency(tmp / "model.onnx", context=L,
+                                                          batches=(1, 64), budget_s=4.0)
             timings["total"] = round(time.time() - t_all, 2)
             report = {
                 "tsprune_version": __version__,
@@ -190,10 +211,11 @@ def run(cfg: RunConfig) -> dict:
                 "metrics": metrics,
                 "baselines": baselines,
                 "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
-                          "history": plan.history},
+                          "history": plan.history, "extra": plan.extra},
                 "finetune": {"pruned": ft.to_json() if ft else None,
                              "dense": ft_dense.to_json() if ft_dense else None},
                 "structure": {"dense": model.describe(), "pruned": pruned.describe()},
+                "samples": samples,
                 "onnx": onnx_info,
                 "timings": timings,
                 "versions": _versions(),
@@ -201,6 +223,8 @@ def run(cfg: RunConfig) -> dict:
                            "do_finetune": cfg.do_finetune, "compare_finetune": cfg.compare_finetune,
                            "seed": cfg.seed},
             }
+            rl({"metrics": metrics, "baselines": baselines, "params": report["params"],
+                "sparsity": report["sparsity"], "timings": timings}, phase="summary")
             from tsprune.report import write_reports
             write_reports(report, tmp)
         finally:

@@ -20,6 +20,8 @@ def is_quiet() -> bool:
 
 def progress(iterable=None, *, total=None, desc=None, unit="it", disable=False, **kw):
     """A tqdm bar on stderr showing count, rate and ETA; disabled when quiet."""
+    tty = sys.stderr.isatty()
+    # on a terminal: a live bar; in a log file or CI: a line every 30 s at most
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
-                disable=disable or is_quiet(), dynamic_ncols=True, mininterval=0.5,
-                unit_scale=False, leave=False, **kw)
+                disable=disable or is_quiet(), dynamic_ncols=tty, ncols=None if tty else 100,
+                mininterval=0.5 if tty else 30.0, unit_scale=False, leave=not tty, **kw)

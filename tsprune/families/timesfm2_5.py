@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsprune.errors import missing_extra
+from tsprune.hfutil import from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
@@ -82,19 +83,6 @@ class PrunedAttention(nn.Module):
         return self.o_proj(out), None
 
 
-def _hf_from_pretrained(cls, path, family: str) -> nn.Module:
-    """transformers' loader (it applies the v5 checkpoint-name conversions) restricted to
-    local safetensors and no remote code."""
-    from tsprune.errors import UserError
-    try:
-        model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
-                                    trust_remote_code=False)
-    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
-        raise UserError(f"--model: cannot load {path} as {family} ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    return model.eval()
-
-
 def _need_hf():
     if TimesFm2_5ModelForPrediction is None:
         raise missing_extra("transformers>=5 (TimesFm2_5)", "timesfm")
@@ -122,7 +110,7 @@ class TimesFm25(Family):
 
     def load_dense(self, path, config: dict) -> nn.Module:
         _need_hf()
-        return _hf_from_pretrained(TimesFm2_5ModelForPrediction, path, self.name)
+        return from_pretrained_local(TimesFm2_5ModelForPrediction, path, self.name)
 
     def config_dict(self, model: nn.Module) -> dict:
         return model.config.to_dict()

@@ -1,0 +1,110 @@
+"""The `tsprune` command line, end to end, as a user runs it (subprocess, real console
+script): user errors exit 2 with one line and leave no output directory."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import TINY_TIMESFM25, context_batch, synthetic_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tsprune(*args, cwd=None, timeout=900):
+    exe = Path(sys.executable).with_name("tsprune")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tsprune.cli"]
+    env = {**os.environ, "TSPRUNE_QUIET": "1"}
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
+    torch.manual_seed(0)
+    cfg = {k: v for k, v in TINY_TIMESFM25.items() if k != "model_type"}
+    d = tmp_path_factory.mktemp("models") / "tiny"
+    TimesFm2_5ModelForPrediction(TimesFm2_5Config(**cfg)).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("data") / "series.csv"
+    synthetic_frame(n=2400, channels=2).to_csv(p, index=False)
+    return p
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_end_to_end_on_generated_series(tiny_dir, csv_path, tmp_path):
+    out = tmp_path / "X"
+    r = tsprune("prune", "--model", tiny_dir, "--data", csv_path, "--context", 128, "--horizon", 24,
+                "--split", "0.7,0.1,0.2", "--ratio", 0.3, "--export", "onnx", "--out", out,
+                "--lr", "1e-4,1e-5", "--compare-finetune", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["params"]["pruned"] < rep["params"]["dense"]
+    assert 0 < rep["sparsity"] < 1
+    for k in ("zero_shot", "pruned", "pruned_finetuned", "finetuned_dense"):
+        assert set(rep["metrics"][k]) >= {"mse", "mae"}
+    for k in ("seasonal_naive", "dlinear"):
+        assert set(rep["baselines"][k]) >= {"mse", "mae"}
+    assert rep["onnx"]["max_abs_err"] < 1e-4
+    assert rep["timings"]["total"] > 0
+    assert (out / "report.md").exists() and (out / "plan.json").exists()
+    assert not list(tmp_path.glob(".X.tmp-*"))
+    # the saved model reloads to identical outputs, and ONNX matches torch within 1e-4
+    from tsprune.model import load
+    m = load(out / "model")
+    x = context_batch(3, 128)
+    p1 = m.forecast(x, 24).point
+    assert torch.equal(load(out / "model").forecast(x, 24).point, p1)
+    import onnxruntime as ort
+    s = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    o = s.run(None, {"context": x.numpy()})[0]
+    assert abs(o - p1.numpy()).max() < 1e-4
+    # inspect reads both
+    r = tsprune("inspect", out / "model", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["pruned"] is True
+    r = tsprune("inspect", out / "model.onnx")
+    assert r.returncode == 0 and "timesfm2_5" in r.stdout
+
+
+def test_user_errors_exit_2_without_output(tiny_dir, csv_path, tmp_path):
+    out = tmp_path / "X"
+    base = ["prune", "--model", tiny_dir, "--context", 128, "--horizon", 24, "--split", "0.7,0.1,0.2",
+            "--out", out, "--quiet"]
+    _one_line_error(tsprune(*base, "--data", tmp_path / "nope.csv"), "--data", "nope.csv")
+    bad = tmp_path / "text.csv"
+    df = synthetic_frame(n=600, channels=1)
+    df["name"] = "abc"
+    df.to_csv(bad, index=False)
+    _one_line_error(tsprune(*base, "--data", bad, "--target", "name"), "name")
+    _one_line_error(tsprune(*[a if a != 24 else 5000 for a in base], "--data", csv_path), "horizon")
+    _one_line_error(tsprune(*base, "--data", csv_path, "--ratio", 1.5), "--ratio", "1.5")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.access(ro, os.W_OK):  # running as root: permissions do not bind
+        target = Path("/proc/tsprune-out")
+    else:
+        target = ro / "X"
+    _one_line_error(tsprune(*base[:-3], "--data", csv_path, "--out", target, "--quiet"), "--out")
+    _one_line_error(tsprune("prune", "--model", tmp_path, "--data", csv_path, "--out", out), "--model")
+    _one_line_error(tsprune("prune", "--model", tiny_dir, "--data", csv_path, "--out", out, "--context", 128), "split")
+    assert not out.exists()
+    assert not list(tmp_path.glob(".X.*"))

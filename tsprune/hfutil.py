@@ -1,0 +1,39 @@
+"""Small helpers around `transformers` shared by the family adapters that use it."""
+from __future__ import annotations
+
+import contextlib
+
+
+@contextlib.contextmanager
+def hf_quiet():
+    """Silence transformers' progress bars and info/warning logs for the duration (our own
+    progress and errors are what a person should see); restores the previous state."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def from_pretrained_local(cls, path, family: str):
+    """transformers' loader (it applies the v5 checkpoint-name conversions) restricted to
+    local safetensors and no remote code; errors become one-line UserErrors."""
+    from tsprune.errors import UserError
+    try:
+        with hf_quiet():
+            model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                        trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
+        raise UserError(f"--model: cannot load {path} as {family} ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return model.eval()
