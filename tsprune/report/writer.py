@@ -1,4 +1,4 @@
-"""report.json (stable, documented keys) and report.md (for a person).
+"""report.json (stable, documented keys), report.md and report.html (for a person).
 
 Stable keys of report.json:
   params.dense, params.pruned            parameter counts
@@ -10,6 +10,19 @@ Stable keys of report.json:
                                          --no-finetune)
   baselines.seasonal_naive, baselines.dlinear   {mse, mae, ...}
   onnx.max_abs_err                       parity of the exported graph vs torch
+  onnx.latency_ms."1" / ."64"            {median_ms, min_ms, runs} ORT CPU latency per batch
+                                         size (with threads, provider)
+  structure.dense / pruned               Family.describe() rows, one per layer
+  prune.extra                            family units removed before channel pruning (Time-MoE:
+                                         experts {threshold, tokens, frequency, removed} per layer)
+  prune.history                          step records {epoch, step, train_loss, sparsity,
+                                         alive_channels, ...}, epoch records {epoch, val_loss,
+                                         sparsity, alive_channels}
+  samples                                a few test windows: {horizon, history, units,
+                                         windows: [{column, row, context, truth}],
+                                         forecasts: {dense|pruned: {point, levels, quantiles}}}
+  search                                 optional; rendered generically when present
+  command, versions                      the exact command line and package versions
   timings                                seconds per phase, and total
 """
 from __future__ import annotations
@@ -56,6 +69,26 @@ def render_markdown(r: dict) -> str:
         lines += [f"| {h['epoch']} | {_fmt(h['val_loss'])} | {h['sparsity']:.3f} | {h['alive_channels']} |"
                   for h in ep]
         lines.append("")
+    ex = (r["prune"].get("extra") or {}).get("experts")
+    if ex:  # MoE experts deleted by routing frequency before channel pruning
+        lines += [f"Experts removed by routing frequency (<= {ex['threshold']:g} of {ex['tokens']:,} "
+                  "train+val tokens):", "", "| layer | removed | frequency per expert |", "|---:|---|---|"]
+        for layer, ids in sorted(ex["removed"].items(), key=lambda t: int(t[0])):
+            freq = ", ".join(f"{f:.3f}" for f in ex["frequency"].get(layer, []))
+            lines.append(f"| {layer} | {', '.join(map(str, ids)) or 'none'} | {freq} |")
+        lines.append("")
+    srch = r.get("search")
+    if srch:
+        ch, g = srch["chosen"], srch["grids"]
+        lines += ["## Search", "",
+                  f"grids: ratio {g.get('ratio')}, EMA alpha {g.get('ema')}, lr {g.get('lr', '-')} "
+                  f"({g.get('calib_samples')} train / {g.get('val_samples')} validation windows per trial); "
+                  f"chosen r={ch['ratio']}, alpha={ch['ema']}" + (f", lr={ch['lr']:g}" if ch.get("lr") else "")
+                  + f" ({srch['seconds']:.0f} s).", "",
+                  "| ratio | alpha | val loss (pruned) | sparsity |", "|---:|---:|---:|---:|"]
+        lines += [f"| {t['ratio']} | {t['ema']} | {_fmt(t['val_loss'])} | {t['sparsity']:.3f} |"
+                  for t in srch["trials"]]
+        lines.append("")
     lines += ["## Structure (per layer, dense -> pruned)", ""]
     dense, pruned = r["structure"]["dense"], r["structure"]["pruned"]
     if dense:
@@ -75,6 +108,11 @@ def render_markdown(r: dict) -> str:
         o = r["onnx"]
         lines += ["## ONNX", "", f"`{o['path']}`: opset {o['opset']}, {o['bytes'] / 1e6:.2f} MB, "
                   f"max abs error vs torch {o['max_abs_err']:.2e} on {o['providers']}.", ""]
+        lat = o.get("latency_ms") or {}
+        per_b = [f"batch {b}: {v['median_ms']:.2f} ms" for b, v in lat.items() if str(b).isdigit()]
+        if per_b:
+            lines += [f"ORT CPU latency (median, {lat.get('threads', '?')} threads): "
+                      + ", ".join(per_b) + ".", ""]
     lines += ["## Timings (s)", "", "| phase | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["timings"].items()]
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in r["versions"].items()), ""]
@@ -82,6 +120,10 @@ def render_markdown(r: dict) -> str:
 
 
 def write_reports(report: dict, out_dir: str | Path) -> None:
+    """report.json, report.md and report.html in ``out_dir``."""
+    from .html import render_html
+
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "report.md").write_text(render_markdown(report))
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
