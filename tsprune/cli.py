@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-threshold", type=float,
                    help="MoE models: delete experts routed to at most this fraction of tokens "
                         "(default: the family's, 0.01 for Time-MoE)")
+    p.add_argument("--search", action="store_true",
+                   help="choose (ratio, ema) by validation of the pruned model, then lr after fine-tuning")
+    p.add_argument("--search-ratios", type=_floats("--search-ratios"), help="ratio grid (default: the family's)")
+    p.add_argument("--search-emas", type=_floats("--search-emas"), default=(0.2, 0.5, 0.8),
+                   help="EMA alpha grid (default: 0.2,0.5,0.8)")
+    p.add_argument("--search-calib-samples", type=int, default=8192, help="train windows per search trial")
+    p.add_argument("--search-val-samples", type=int, default=2048, help="validation windows per search trial")
     p.add_argument("--finetune", dest="do_finetune", action="store_true", default=True,
                    help="fine-tune the pruned model (default)")
     p.add_argument("--no-finetune", dest="do_finetune", action="store_false")
@@ -141,6 +148,9 @@ def prune_config(a):
                           scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=a.train_samples, val_samples=a.val_samples, seed=a.seed),
+        search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
+                            calib_samples=a.search_calib_samples,
+                            val_samples=a.search_val_samples) if a.search else None,
         do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
         opset=a.opset, dlinear=a.dlinear, seed=a.seed,
         command="tsprune " + " ".join(shlex.quote(s) for s in getattr(a, "argv", sys.argv[1:])), log_file=a.log_file,

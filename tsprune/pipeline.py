@@ -23,7 +23,8 @@ from tsprune.evaluate import evaluate
 from tsprune.model import load
 from tsprune.progress import is_quiet, set_quiet
 from tsprune.prune import PruneConfig, apply, score
-from tsprune.runlog import RunLog, log_to_file
+from tsprune.runlog import RunLog
+from tsprune.search import SearchConfig  # noqa: F401  (type of RunConfig.search), log_to_file
 from tsprune.train import FinetuneConfig, finetune
 
 log = logging.getLogger("tsprune")
@@ -47,6 +48,7 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    search: "SearchConfig | None" = None
     do_finetune: bool = True
     compare_finetune: bool = False
     export: tuple[str, ...] = ()
@@ -70,6 +72,22 @@ def _metrics(d: dict) -> dict:
     out = {"mse": d["mse"], "mae": d["mae"], "windows": d["windows"]}
     if "by_horizon" in d:
         out["by_horizon"] = {str(k): v for k, v in d["by_horizon"].items()}
+    return out
+
+
+def _with_lr_grid(ft_cfg, fam):
+    import dataclasses
+    return ft_cfg if ft_cfg.lr is not None else dataclasses.replace(ft_cfg, lr=tuple(fam.lr_grid))
+
+
+def _search_report(res, ft) -> dict | None:
+    if res is None:
+        return None
+    out = res.to_json()
+    if ft is not None:
+        out["grids"]["lr"] = [t["lr"] for t in ft.trials]
+        out["lr_trials"] = ft.trials
+        out["chosen"]["lr"] = ft.lr
     return out
 
 
@@ -130,7 +148,7 @@ def _run(cfg: RunConfig) -> dict:
             train_h = min(H, out_h) if (out_h and fam.autoregressive) else H
             train = data.windows("train", horizon=train_h)
             val = data.windows("val", horizon=train_h)
-            test = data.windows("test")
+            test = data.windows("test", stride=1)  # TSLib: every test window
             horizons = [H]
             metrics: dict[str, dict | None] = {}
             with timed("zero_shot_eval"):
@@ -139,15 +157,29 @@ def _run(cfg: RunConfig) -> dict:
             if cfg.compare_finetune:
                 with timed("finetune_dense"):
                     dense = model.clone()
-                    ft_dense = finetune(dense, train, val, cfg.finetune, show_progress=show,
+                    ft_dense = finetune(dense, train, val, cfg.finetune if cfg.search is None else
+                                        _with_lr_grid(cfg.finetune, fam), show_progress=show,
                                         log=rl.phase("finetune_dense"))
                 with timed("finetuned_dense_eval"):
                     metrics["finetuned_dense"] = _metrics(evaluate(dense, test, horizons,
                                                                    desc="fine-tuned dense"))
                 del dense
-            with timed("prune_score"):
-                plan = score(model, train, val, cfg.prune, show_progress=show, log=rl.phase("prune"))
-                plan.save(tmp / "plan.json")
+            search_res = None
+            ft_cfg = cfg.finetune
+            if cfg.search is not None:
+                from tsprune.search import search
+                with timed("search"):
+                    search_res = search(model, train, val, cfg.prune, cfg.search, show_progress=show,
+                                        log=rl.phase("search"))
+                    plan = search_res.plan
+                if ft_cfg.lr is None:  # the learning rate is chosen by validation too
+                    import dataclasses
+                    ft_cfg = dataclasses.replace(ft_cfg, lr=tuple(fam.lr_grid))
+            else:
+                with timed("prune_score"):
+                    plan = score(model, train, val, cfg.prune, show_progress=show,
+                                 log=rl.phase("prune"))
+            plan.save(tmp / "plan.json")
             with timed("prune_apply"):
                 pruned = apply(model, plan)
             with timed("pruned_eval"):
@@ -156,7 +188,7 @@ def _run(cfg: RunConfig) -> dict:
             metrics["pruned_finetuned"] = None
             if cfg.do_finetune:
                 with timed("finetune_pruned"):
-                    ft = finetune(pruned, train, val, cfg.finetune, show_progress=show,
+                    ft = finetune(pruned, train, val, ft_cfg, show_progress=show,
                                   log=rl.phase("finetune_pruned"))
                 with timed("pruned_finetuned_eval"):
                     metrics["pruned_finetuned"] = _metrics(evaluate(pruned, test, horizons,
@@ -216,6 +248,7 @@ def _run(cfg: RunConfig) -> dict:
                              "dense": ft_dense.to_json() if ft_dense else None},
                 "structure": {"dense": model.describe(), "pruned": pruned.describe()},
                 "samples": samples,
+                "search": _search_report(search_res, ft),
                 "onnx": onnx_info,
                 "timings": timings,
                 "versions": _versions(),
