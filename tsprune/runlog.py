@@ -1,7 +1,10 @@
 """A JSON-lines log of metrics per step (for plotting elsewhere) and an optional text log."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -29,3 +32,32 @@ class RunLog:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+@contextlib.contextmanager
+def log_to_file(path: str | Path | None, logger: str = "tsprune"):
+    """Within the block, also write ``logger``'s INFO records to ``path`` (appending).
+
+    Reuses a FileHandler on the same file if one is attached already (the CLI adds one
+    for --log-file), so records are never written twice. No-op for path None."""
+    if not path:
+        yield
+        return
+    lg = logging.getLogger(logger)
+    target = os.path.abspath(path)
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in lg.handlers):
+        yield
+        return
+    fh = logging.FileHandler(target)
+    fh.setLevel(logging.INFO)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    old_level = lg.level
+    if lg.getEffectiveLevel() > logging.INFO:
+        lg.setLevel(logging.INFO)
+    lg.addHandler(fh)
+    try:
+        yield
+    finally:
+        lg.removeHandler(fh)
+        fh.close()
+        lg.setLevel(old_level)
