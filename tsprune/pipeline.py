@@ -23,8 +23,8 @@ from tsprune.evaluate import evaluate
 from tsprune.model import load
 from tsprune.progress import is_quiet, set_quiet
 from tsprune.prune import PruneConfig, apply, score
-from tsprune.runlog import RunLog
-from tsprune.search import SearchConfig  # noqa: F401  (type of RunConfig.search), log_to_file
+from tsprune.runlog import RunLog, log_to_file
+from tsprune.search import SearchConfig  # noqa: F401  (type of RunConfig.search)
 from tsprune.train import FinetuneConfig, finetune
 
 log = logging.getLogger("tsprune")
