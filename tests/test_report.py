@@ -89,11 +89,14 @@ def example_report(*, search: bool = True, onnx: bool = True, quantiles: bool = 
                      "latency_ms": {"1": {"median_ms": 12.5, "min_ms": 11.9, "runs": 20},
                                     "64": {"median_ms": 410.2, "min_ms": 400.0, "runs": 5},
                                     "threads": 2, "provider": "CPUExecutionProvider"}}
-    if search:
-        r["search"] = {"grid": {"ratio": [0.05, 0.1], "lr": [1e-5, 3e-5]},
-                       "trials": [{"ratio": 0.05, "lr": 1e-5, "val_loss": 0.68},
-                                  {"ratio": 0.1, "lr": 3e-5, "val_loss": 0.66}],
-                       "chosen": {"ratio": 0.1, "lr": 3e-5}}
+    if search:  # the shape tsprune.search and the pipeline write
+        trials = [{"ratio": ra, "ema": a, "val_loss": 0.7 - ra + a / 10, "sparsity": 2 * ra, "params": 1000,
+                   "best_epoch": 1, "curve": [{"epoch": 1, "step": s, "sparsity": s / 100} for s in range(8)]}
+                  for ra in (0.05, 0.1) for a in (0.2, 0.5)]
+        r["search"] = {"chosen": {"ratio": 0.1, "ema": 0.2, "val_loss": 0.62, "sparsity": 0.2, "lr": 3e-5},
+                       "grids": {"ratio": [0.05, 0.1], "ema": [0.2, 0.5], "calib_samples": 8192,
+                                 "val_samples": 2048, "lr": [1e-5, 3e-5]},
+                       "trials": trials, "lr_trials": r["finetune"]["pruned"]["trials"], "seconds": 321.0}
     return r
 
 
@@ -160,6 +163,14 @@ def test_html_escapes_text():
     r["data"]["columns"] = ["a<script>"]
     html = render_html(r)
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html and "a<script>" not in html
+
+
+def test_search_section():
+    html = render_html(example_report())
+    sec = re.search(r'<section id="search">.*?</section>', html, re.S).group(0)
+    assert "8 records" in sec  # each trial's curve is collapsed
+    assert re.findall(r'class="best">([^<]*)<', sec) == ["0.6200", "0.6600"]  # trials, lr_trials
+    assert "| 0.1 | 0.2 | 0.6200 | 0.200 |" in render_markdown(example_report())
 
 
 def test_generic_renders_any_json():

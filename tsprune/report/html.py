@@ -275,9 +275,13 @@ def samples_section(r: dict) -> str:
             f'{escape(str(s.get("units", "")))} values. Bands: quantile forecasts.</p>')
 
 
+_LOWER_IS_BETTER = ("loss", "mse", "mae")
+
+
 def generic(value, depth: int = 0) -> str:
-    """Any JSON value as HTML: a list of dicts as a table, a dict as key/value rows (nested
-    values recurse), a scalar as text."""
+    """Any JSON value as HTML: a list of dicts as a table (the lowest value of each
+    loss/MSE/MAE column highlighted; a nested list of more than 5 records collapsed), a
+    dict as key/value rows (nested values recurse), a scalar as text."""
     if isinstance(value, dict):
         if not value:
             return '<span class="muted">(empty)</span>'
@@ -286,10 +290,22 @@ def generic(value, depth: int = 0) -> str:
     if isinstance(value, list):
         if value and all(isinstance(v, dict) for v in value):
             keys = list(dict.fromkeys(k for v in value for k in v))
-            rows = [[generic(v.get(k), depth + 1) if isinstance(v.get(k), (dict, list))
-                     else _num(v.get(k)) for k in keys] for v in value[:500]]
+            low = {k: min(nums) for k in keys if any(w in str(k).lower() for w in _LOWER_IS_BETTER)
+                   and len(nums := [v[k] for v in value if isinstance(v.get(k), (int, float))
+                                    and not isinstance(v.get(k), bool)]) > 1}
+            rows = []
+            for v in value[:500]:
+                row = []
+                for k in keys:
+                    x = v.get(k)
+                    cell = generic(x, depth + 1) if isinstance(x, (dict, list)) else _num(x)
+                    row.append((cell, "best") if k in low and x == low[k] else cell)
+                rows.append(row)
             more = f'<p class="note">{len(value) - 500} more rows in report.json</p>' if len(value) > 500 else ""
-            return _table([escape(str(k)) for k in keys], rows, left=0) + more
+            table = _table([escape(str(k)) for k in keys], rows, left=0) + more
+            if depth > 0 and len(value) > 5:
+                return f"<details><summary>{len(value)} records</summary>{table}</details>"
+            return table
         if all(not isinstance(v, (dict, list)) for v in value):
             return escape(", ".join(str(v) for v in value))
         return "<br>".join(generic(v, depth + 1) for v in value)
