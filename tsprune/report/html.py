@@ -278,6 +278,13 @@ def samples_section(r: dict) -> str:
 _LOWER_IS_BETTER = ("loss", "mse", "mae")
 
 
+def _val(key, x) -> str:
+    """A scalar of a generic table: metrics to 4 decimals, other floats as %g."""
+    if isinstance(x, float) and not any(w in str(key).lower() for w in _LOWER_IS_BETTER):
+        return f"{x:g}"
+    return _num(x) if isinstance(x, (int, float)) or x is None else escape(str(x))
+
+
 def generic(value, depth: int = 0) -> str:
     """Any JSON value as HTML: a list of dicts as a table (the lowest value of each
     loss/MSE/MAE column highlighted; a nested list of more than 5 records collapsed), a
@@ -285,7 +292,8 @@ def generic(value, depth: int = 0) -> str:
     if isinstance(value, dict):
         if not value:
             return '<span class="muted">(empty)</span>'
-        rows = [[escape(str(k)), generic(v, depth + 1)] for k, v in value.items()]
+        rows = [[escape(str(k)), generic(v, depth + 1) if isinstance(v, (dict, list)) else _val(k, v)]
+                for k, v in value.items()]
         return _table(["key", "value"], rows, left=2)
     if isinstance(value, list):
         if value and all(isinstance(v, dict) for v in value):
@@ -298,7 +306,7 @@ def generic(value, depth: int = 0) -> str:
                 row = []
                 for k in keys:
                     x = v.get(k)
-                    cell = generic(x, depth + 1) if isinstance(x, (dict, list)) else _num(x)
+                    cell = generic(x, depth + 1) if isinstance(x, (dict, list)) else _val(k, x)
                     row.append((cell, "best") if k in low and x == low[k] else cell)
                 rows.append(row)
             more = f'<p class="note">{len(value) - 500} more rows in report.json</p>' if len(value) > 500 else ""
