@@ -111,7 +111,8 @@ def test_pack_cpu(measure, impl, dtype):
             pytest.skip(f"tsprune._C not built: {_ext.load_error()}")
         fn = lambda: ops.pack(tensors, rows, cols, backend="cpp")  # noqa: E731
         assert all(torch.equal(a, b) for a, b in zip(fn(), ops.torch_pack(tensors, rows, cols)))
-    measure(fn, group=group, name=impl, work=2 * out_bytes, unit="bytes", baseline=impl == "memcpy same bytes")
+    measure(fn, group=group, name=impl, work=2 * out_bytes, unit="bytes", baseline=impl == "memcpy same bytes",
+            rounds=30)
 
 
 @needs_cpp

@@ -9,8 +9,10 @@ Fixtures
 - ``bench_report``: the session report itself, for rows timed another way
   (``bench_report.add(group, name, seconds, ...)``).
 
-At the end of the session a table per group prints each row's median time,
-its derived rate and ``baseline time / row time`` (higher is faster).
+At the end of the session a table per group prints each row's median and
+minimum time, the derived rate (from the median) and ``baseline time / row
+time`` for both (higher is faster). On a shared, loaded machine the minimum
+is the better estimate of a kernel's own cost.
 Run: ``pytest bench/bench_ops.py`` (add ``--benchmark-json out.json`` for raw data).
 """
 from __future__ import annotations
@@ -25,10 +27,11 @@ import pytest
 class Row:
     group: str
     name: str
-    seconds: float
+    seconds: float  # median
     work: Optional[float] = None
     unit: Optional[str] = None
     baseline: bool = False
+    min_seconds: Optional[float] = None
 
 
 @dataclass
@@ -36,8 +39,9 @@ class Report:
     rows: list[Row] = field(default_factory=list)
 
     def add(self, group: str, name: str, seconds: float, *, work: Optional[float] = None,
-            unit: Optional[str] = None, baseline: bool = False) -> None:
-        self.rows.append(Row(group, name, seconds, work, unit, baseline))
+            unit: Optional[str] = None, baseline: bool = False, min_seconds: Optional[float] = None) -> None:
+        """One row: median `seconds` per call (and the minimum, if known)."""
+        self.rows.append(Row(group, name, seconds, work, unit, baseline, min_seconds))
 
     def lines(self) -> list[str]:
         out: list[str] = []
@@ -48,10 +52,14 @@ class Report:
             base = next((r for r in rows if r.baseline), None)
             out.append(f"[{group}]" + (f"  ratio = {base.name} time / row time" if base else ""))
             width = max(len(r.name) for r in rows)
+            out.append(f"  {'':<{width}}  {'median':>10}     {'min':>10}     {'rate (median)':>16}  "
+                       f"{'ratio med':>9}  {'ratio min':>9}")
             for r in rows:
-                rate = _rate(r)
-                ratio = f"{base.seconds / r.seconds:8.2f}x" if base else ""
-                out.append(f"  {r.name:<{width}}  {r.seconds * 1e3:10.3f} ms  {rate:>16}  {ratio}")
+                rmin = r.min_seconds if r.min_seconds is not None else r.seconds
+                bmin = None if base is None else (base.min_seconds or base.seconds)
+                ratio = f"{base.seconds / r.seconds:8.2f}x  {bmin / rmin:8.2f}x" if base else ""
+                out.append(f"  {r.name:<{width}}  {r.seconds * 1e3:10.3f} ms  {rmin * 1e3:10.3f} ms  "
+                           f"{_rate(r):>16}  {ratio}")
         return out
 
 
@@ -83,7 +91,8 @@ def measure(benchmark, bench_report) -> Callable:
         benchmark.group = group
         benchmark.name = name
         result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=2)
-        bench_report.add(group, name, benchmark.stats.stats.median, work=work, unit=unit, baseline=baseline)
+        stats = benchmark.stats.stats
+        bench_report.add(group, name, stats.median, work=work, unit=unit, baseline=baseline, min_seconds=stats.min)
         return result
 
     return run
@@ -92,6 +101,6 @@ def measure(benchmark, bench_report) -> Callable:
 def pytest_terminal_summary(terminalreporter):
     lines = _REPORT.lines()
     if lines:
-        terminalreporter.section("benchmark summary (medians)")
+        terminalreporter.section("benchmark summary")
         for line in lines:
             terminalreporter.write_line(line)
