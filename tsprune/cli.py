@@ -124,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path", help="model directory, bundled name, or .onnx file")
     i.add_argument("--json", action="store_true")
 
+    rp = sub.add_parser("reproduce", help="the paper's comparison on ETT (zero-shot, fine-tune, prune-then-finetune, baselines)")
+    rp.add_argument("--datasets", default="ETTh1,ETTh2,ETTm1,ETTm2", help="comma-separated ETT names or files")
+    rp.add_argument("--horizons", default="96,192,336,720")
+    rp.add_argument("--model", default="nano")
+    rp.add_argument("--context", type=int, default=512)
+    rp.add_argument("--out", default="bench/results")
+    rp.add_argument("--search-ratios", type=_floats("--search-ratios"))
+    rp.add_argument("--search-emas", type=_floats("--search-emas"), default=(0.2, 0.5, 0.8))
+    rp.add_argument("--search-calib-samples", type=int, default=8192)
+    rp.add_argument("--search-val-samples", type=int, default=2048)
+    rp.add_argument("--lr", type=_floats("--lr"), help="fine-tuning lr grid (default: the family's)")
+    rp.add_argument("--ft-train-samples", type=int, help="subsample fine-tuning windows (default: all)")
+    rp.add_argument("--baselines", default="seasonal_naive,dlinear,patchtst")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--force", action="store_true", help="rerun datasets that already have results")
+    rp.add_argument("--quiet", action="store_true")
+
     try:
         from tsprune.pretrain import add_cli_arguments
     except ImportError:
@@ -154,7 +171,7 @@ def prune_config(a):
         do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
         opset=a.opset, dlinear=a.dlinear, seed=a.seed,
         command="tsprune " + " ".join(shlex.quote(s) for s in getattr(a, "argv", sys.argv[1:])), log_file=a.log_file,
-        quiet=a.quiet)
+        quiet=a.quiet, verbose=a.verbose)
 
 
 def _cmd_prune(a) -> int:
@@ -203,6 +220,25 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
+def _cmd_reproduce(a) -> int:
+    from tsprune.reproduce import ReproduceConfig, run
+    from tsprune.search import SearchConfig
+    try:
+        horizons = tuple(int(h) for h in a.horizons.split(","))
+    except ValueError:
+        raise bad_arg("--horizons", a.horizons, "comma-separated integers") from None
+    cfg = ReproduceConfig(
+        datasets=tuple(d for d in a.datasets.split(",") if d), horizons=horizons, model=a.model,
+        context=a.context, out=a.out,
+        search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
+                            calib_samples=a.search_calib_samples, val_samples=a.search_val_samples),
+        lrs=a.lr, ft_train_samples=a.ft_train_samples,
+        baselines=tuple(b for b in a.baselines.split(",") if b), seed=a.seed, force=a.force)
+    run(cfg, log=lambda m: print(m, flush=True))
+    print(f"wrote {a.out}/accuracy.md")
+    return 0
+
+
 def _cmd_pretrain(a) -> int:
     from tsprune.pretrain import from_args, run
     cfg, out, resume = from_args(a)
@@ -229,7 +265,8 @@ def main(argv=None) -> int:
             logging.getLogger("tsprune").setLevel(logging.INFO)
         logging.getLogger("tsprune").propagate = False
         return {"prune": _cmd_prune, "eval": _cmd_eval, "export": _cmd_export,
-                "inspect": _cmd_inspect, "pretrain": _cmd_pretrain}[a.cmd](a)
+                "inspect": _cmd_inspect, "pretrain": _cmd_pretrain,
+                "reproduce": _cmd_reproduce}[a.cmd](a)
     except UserError as e:
         print(f"tsprune: error: {e}", file=sys.stderr)
         return EXIT_USER

@@ -91,7 +91,7 @@ def _run(model, train, val, lr: float, cfg: FinetuneConfig, epochs: int, v0: flo
             if clip:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
             opt.step()
-            tot += float(loss) * c.shape[0]
+            tot += loss.detach().item() * c.shape[0]
             n += c.shape[0]
             bar.update(c.shape[0])
             bar.set_postfix(loss=f"{tot / n:.4f}")
