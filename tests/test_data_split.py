@@ -81,3 +81,11 @@ def test_default_season(freq, season):
 
 def test_rows_per_month():
     assert rows_per_month("h") == 720 and rows_per_month("15min") == 2880
+
+
+def test_auto_split_picks_ett_when_20_months_fit():
+    from tsprune.data.split import resolve_split, split_rows
+    assert resolve_split(17420, "auto", "h") == "ett"
+    assert split_rows(17420, "auto", "h") == (8640, 11520, 14400)
+    assert resolve_split(8760, "auto", "h") == (0.7, 0.1, 0.2)
+    assert split_rows(1000, "auto", None) == (700, 800, 1000)

@@ -38,7 +38,9 @@ def _add_data_args(p, *, horizon_default=96):
     p.add_argument("--data", help="CSV, CSV.gz or parquet file (default: the bundled demo dataset)")
     p.add_argument("--target", nargs="+", metavar="COL", help="columns to forecast (default: every numeric column)")
     p.add_argument("--date-col", help="the date column (default: detected)")
-    p.add_argument("--split", default="ett", help="'ett' (12/4/4 months) or ratios like 0.7,0.1,0.2 (default: ett)")
+    p.add_argument("--split", default="auto",
+                   help="'ett' (12/4/4 months), ratios like 0.7,0.1,0.2, or 'auto' (default): "
+                        "ett when the table holds 20 months, else 0.7,0.1,0.2")
     p.add_argument("--context", type=int, default=512, help="context length in rows (default: 512)")
     p.add_argument("--horizon", type=int, default=horizon_default, help=f"forecast horizon (default: {horizon_default})")
     p.add_argument("--stride", type=int, default=1, help="window stride (default: 1)")
@@ -156,6 +158,7 @@ def prune_config(a):
     """The RunConfig of parsed `tsprune prune` arguments: each flag sets one field."""
     from tsprune.pipeline import RunConfig
     from tsprune.prune import PruneConfig
+    from tsprune.search import SearchConfig
     from tsprune.train import FinetuneConfig
     return RunConfig(
         out=a.out, data=_data_config(a), model=a.model,

@@ -23,7 +23,7 @@ from tsprune.evaluate import evaluate
 from tsprune.model import load
 from tsprune.progress import is_quiet, set_quiet
 from tsprune.prune import PruneConfig, apply, score
-from tsprune.runlog import RunLog, log_to_file
+from tsprune.runlog import RunLog, log_to_file, log_to_stderr
 from tsprune.search import SearchConfig  # noqa: F401  (type of RunConfig.search)
 from tsprune.train import FinetuneConfig, finetune
 
@@ -58,6 +58,7 @@ class RunConfig:
     command: str = ""
     log_file: str | None = None
     quiet: bool = False
+    verbose: bool = False
 
     def __post_init__(self):
         for e in self.export:
@@ -106,7 +107,7 @@ def run(cfg: RunConfig) -> dict:
     was_quiet = is_quiet()
     set_quiet(was_quiet or cfg.quiet)
     try:
-        with log_to_file(cfg.log_file):
+        with log_to_file(cfg.log_file), log_to_stderr(cfg.verbose):
             return _run(cfg)
     finally:
         set_quiet(was_quiet)
@@ -235,6 +236,7 @@ def _run(cfg: RunConfig) -> dict:
                 "model": str(cfg.model),
                 "data": {"path": str(cfg.data.path), "columns": list(data.columns),
                          "rows": int(len(data.values)), "split_rows": list(data.split),
+                         "split": data.split_spec,
                          "freq": data.freq, "season": data.season, "context": L, "horizon": H,
                          "train_horizon": train_h, "missing": str(data.missing),
                          "windows": {"train": len(train), "val": len(val), "test": len(test)}},

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from tsprune.data.missing import MissingReport, fill_missing
-from tsprune.data.split import default_season, parse_split, split_rows
+from tsprune.data.split import default_season, parse_split, resolve_split, split_rows
 from tsprune.data.table import infer_freq, load_table, select_targets, set_date_index
 from tsprune.data.windows import WindowDataset, count_windows
 from tsprune.errors import UserError, bad_arg
@@ -40,7 +40,8 @@ class DataConfig:
     path: .csv, .csv.gz or .parquet file (None only with `prepare_frame`);
     target: column names to forecast (None: every numeric column; a string
     "a,b" is split at commas); date_col: the date column (None: detected);
-    split: "ett" (12/4/4 months) or ratios "0.7,0.1,0.2";
+    split: "ett" (12/4/4 months), "auto" ("ett" when the table holds 20 months, else
+    0.7/0.1/0.2) or ratios "0.7,0.1,0.2";
     context L, horizon H, stride: window shape, in rows;
     season: seasonal period for baselines (None: inferred from the frequency).
     """
@@ -102,6 +103,7 @@ class Prepared:
     missing: MissingReport
     season: int | None
     index: pd.DatetimeIndex | None = None
+    split_spec: str = ""  # the split actually used ("ett" or "a,b,c"), "auto" resolved
     series: torch.Tensor = field(init=False, repr=False)  # (C, N) float32, shared by windows
 
     def __post_init__(self):
@@ -158,7 +160,9 @@ def prepare_frame(df: pd.DataFrame, cfg: DataConfig) -> Prepared:
     freq = infer_freq(index)
     targets = select_targets(df, cfg.target)
     values, report = fill_missing(df, targets, freq)
-    split = split_rows(len(values), cfg.split, freq)
+    spec = resolve_split(len(values), cfg.split, freq)
+    split = split_rows(len(values), spec, freq)
+    spec_s = spec if isinstance(spec, str) else ",".join(f"{r:g}" for r in spec)
     train = values[: split[0]]
     flat = [name for name, p in zip(targets, np.ptp(train, axis=0)) if p == 0]
     if flat:
@@ -169,7 +173,8 @@ def prepare_frame(df: pd.DataFrame, cfg: DataConfig) -> Prepared:
     mean, std = train.mean(axis=0), train.std(axis=0)  # ddof=0 as sklearn's StandardScaler
     normed = ((values - mean) / std).astype(np.float32)
     season = cfg.season if cfg.season is not None else default_season(freq)
-    out = Prepared(cfg, normed, tuple(targets), mean, std, freq, split, report, season, index)
+    out = Prepared(cfg, normed, tuple(targets), mean, std, freq, split, report, season, index,
+                   spec_s)
     for name in SPLITS:  # fail now, not at the first use, when no window fits
         out.windows(name)
     return out

@@ -17,13 +17,16 @@ from tsprune.errors import UserError, bad_arg
 
 ETT_MONTHS = (12, 4, 4)  # train/val/test months, 30-day months as in TSLib
 _DAYS_PER_MONTH = 30
-_RATIO_HELP = '"ett" or three ratios train,val,test such as "0.7,0.1,0.2" (each > 0, sum <= 1)'
+_RATIO_HELP = ('"ett", "auto" or three ratios train,val,test such as "0.7,0.1,0.2" '
+               '(each > 0, sum <= 1)')
+AUTO_RATIOS = (0.7, 0.1, 0.2)
 
 
 def parse_split(split) -> str | tuple[float, float, float]:
-    """"ett" -> "ett"; "0.7,0.1,0.2" (or a 3-sequence) -> (0.7, 0.1, 0.2). Else UserError."""
-    if isinstance(split, str) and split.strip().lower() == "ett":
-        return "ett"
+    """"ett" -> "ett"; "auto" -> "auto"; "0.7,0.1,0.2" (or a 3-sequence) -> (0.7, 0.1, 0.2).
+    Else UserError."""
+    if isinstance(split, str) and split.strip().lower() in ("ett", "auto"):
+        return split.strip().lower()
     try:
         parts = split.split(",") if isinstance(split, str) else list(split)
         ratios = tuple(float(p) for p in parts)
@@ -49,15 +52,33 @@ def rows_per_month(freq: str | None) -> int:
                   'without a regular date column use ratios such as "0.7,0.1,0.2"')
 
 
+def _ett_fits(n_rows: int, freq: str | None) -> bool:
+    try:
+        return n_rows >= sum(ETT_MONTHS) * rows_per_month(freq)
+    except UserError:
+        return False
+
+
+def resolve_split(n_rows: int, split, freq: str | None = None):
+    """What "auto" means for this table: "ett" when it holds 20 months, else 0.7/0.1/0.2."""
+    spec = parse_split(split)
+    if spec == "auto":
+        return "ett" if _ett_fits(n_rows, freq) else AUTO_RATIOS
+    return spec
+
+
 def split_rows(n_rows: int, split="ett", freq: str | None = None) -> tuple[int, int, int]:
     """Row indices (train_end, val_end, test_end) of a contiguous split.
 
+    "auto": "ett" when the table holds 20 months at its frequency, else 0.7/0.1/0.2.
     "ett": 12/4/4 months of 30 days at `freq` (hourly: 8640/2880/2880 rows,
     15-min: 34560/11520/11520); the table needs at least 20 such months.
     Ratios (a, b, c): train = int(n*a), test = int(n*c); val = n - train - test
     when a + b + c == 1 (TSLib), else int(n*b). Each part gets >= 1 row.
     """
     spec = parse_split(split)
+    if spec == "auto":
+        spec = "ett" if _ett_fits(n_rows, freq) else AUTO_RATIOS
     if spec == "ett":
         month = rows_per_month(freq)
         train, val, test = (m * month for m in ETT_MONTHS)
