@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -60,4 +61,26 @@ def log_to_file(path: str | Path | None, logger: str = "tsprune"):
     finally:
         lg.removeHandler(fh)
         fh.close()
+        lg.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def log_to_stderr(enabled: bool, logger: str = "tsprune"):
+    """Within the block, also print ``logger``'s INFO records (the phase log) to stderr
+    when ``enabled``; reuses a stderr handler that is attached already (the CLI's)."""
+    lg = logging.getLogger(logger)
+    if not enabled or any(type(h) is logging.StreamHandler and h.stream is sys.stderr
+                          for h in lg.handlers):
+        yield
+        return
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("%(message)s"))
+    old_level = lg.level
+    if lg.getEffectiveLevel() > logging.INFO:
+        lg.setLevel(logging.INFO)
+    lg.addHandler(h)
+    try:
+        yield
+    finally:
+        lg.removeHandler(h)
         lg.setLevel(old_level)
