@@ -56,6 +56,7 @@ def _load_kernels_privately(name):
 
 
 @pytest.mark.skipif(CHILD, reason="the interpreter does not compile")
+@pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION is unset")
 def test_kernels_compile_for_sm90():
     """Compile-only check of the GPU path, no GPU needed: Triton -> PTX -> cubin for sm_90 (H100)."""
     import triton
