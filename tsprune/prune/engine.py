@@ -10,6 +10,7 @@ kept and pruning stops when validation stops improving (patience).
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +19,8 @@ import torch
 
 from tsprune.errors import bad_arg
 from tsprune.progress import progress
+
+from tsprune.state import load_state, save_state
 
 from .masks import MaskSet, attach
 from .plan import Plan
@@ -39,6 +42,8 @@ class PruneConfig:
     calib_samples / val_samples: optional subsampling of train / validation windows.
     scorer: "fused" (hooks + tsprune.ops.fused_importance) or "reference" (per-sample
       mask leaves through autograd, the paper's path).
+    expert_threshold: MoE families (Time-MoE) delete experts routed to at most this
+      fraction of tokens before channel pruning (None: the family's default).
     """
 
     ratio: float | None = None
@@ -53,6 +58,7 @@ class PruneConfig:
     val_samples: int | None = 4096
     scorer: str = "fused"
     seed: int = 0
+    expert_threshold: float | None = None
 
     def __post_init__(self):
         if self.ratio is not None and not (0.0 < self.ratio < 1.0):
@@ -70,36 +76,111 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise bad_arg(f"--{name.replace('_', '-')}", v, "a positive integer or none")
+        if self.expert_threshold is not None and not (0.0 <= self.expert_threshold < 1.0):
+            raise bad_arg("--expert-threshold", self.expert_threshold, "a number in [0, 1)")
         if self.scorer not in ("fused", "reference"):
             raise bad_arg("--scorer", self.scorer, "'fused' or 'reference'")
 
 
 class Importance:
-    """Running |EMA| importance of every mask unit."""
+    """Running |EMA| importance of every mask unit.
+
+    Single process: each step's score goes straight into the fused kernel's in-place EMA.
+    Under torch.distributed the step scores of the ranks' shards are summed (all-reduce)
+    before the EMA, so every rank holds the same importance and prunes the same channels.
+    """
 
     def __init__(self, masks: MaskSet, alpha: float):
         self.alpha = float(alpha)
         self.imp = {(p, s): torch.zeros(m.numel(), dtype=torch.float32, device=m.device)
                     for p, s, m in masks.units()}
         self.first = {k: True for k in self.imp}
-        self.step_abs = {k: None for k in self.imp}
+        self.distributed = _dist_world() > 1
+        self._pending: dict = {}
 
     def update_from_grad(self, key, gb: torch.Tensor) -> None:
         """gb: per-sample gradients (B, d)."""
         from tsprune import ops
-        self.step_abs[key] = ops.fused_importance_from_grad(
-            gb, self.imp[key], alpha=self.alpha, first=self.first[key])
+        if self.distributed:
+            scratch = torch.zeros_like(self.imp[key])
+            ops.fused_importance_from_grad(gb, scratch, alpha=1.0, first=True)
+            self._pending[key] = scratch
+            return
+        ops.fused_importance_from_grad(gb, self.imp[key], alpha=self.alpha, first=self.first[key])
         self.first[key] = False
 
     def update_from_acts(self, key, x: torch.Tensor, g: torch.Tensor) -> None:
         """x, g: (B, ..., d) activations and gradient at the masked point."""
         from tsprune import ops
-        self.step_abs[key] = ops.fused_importance(
-            x, g, self.imp[key], alpha=self.alpha, first=self.first[key])
+        if self.distributed:
+            scratch = torch.zeros_like(self.imp[key])
+            ops.fused_importance(x, g, scratch, alpha=1.0, first=True)
+            self._pending[key] = scratch
+            return
+        ops.fused_importance(x, g, self.imp[key], alpha=self.alpha, first=self.first[key])
         self.first[key] = False
+
+    def commit(self) -> None:
+        """End of a step under torch.distributed: sum the ranks' step scores (every key, in
+        a fixed order, one all-reduce) and apply the EMA."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+        keys = list(self.imp)
+        flat = torch.cat([self._pending.get(k, torch.zeros_like(self.imp[k])) for k in keys])
+        dist.all_reduce(flat)
+        off = 0
+        for k in keys:
+            n = self.imp[k].numel()
+            s = flat[off: off + n]
+            off += n
+            if self.first[k]:
+                self.imp[k].copy_(s)
+            else:
+                self.imp[k].mul_(1.0 - self.alpha).add_(s, alpha=self.alpha)
+            self.first[k] = False
+        self._pending.clear()
 
     def absolute(self, key) -> torch.Tensor:
         return self.imp[key].abs()
+
+    def state(self) -> tuple[dict, dict]:
+        t = {f"imp.{p}.{s}": v for (p, s), v in self.imp.items()}
+        return t, {"first": [[p, s, f] for (p, s), f in self.first.items()]}
+
+    def load(self, tensors: dict, meta: dict) -> None:
+        for (p, s) in self.imp:
+            self.imp[(p, s)].copy_(tensors[f"imp.{p}.{s}"])
+        for p, s, f in meta["first"]:
+            self.first[(p, s)] = bool(f)
+
+
+def _dist_world() -> int:
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _dist_rank() -> int:
+    import torch.distributed as dist
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _all_sum(*values: float) -> list[float]:
+    if _dist_world() == 1:
+        return list(values)
+    import torch.distributed as dist
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _masks_state(prefix: str, masks: MaskSet) -> dict:
+    return {f"{prefix}.{p}.{s}": m for p, s, m in masks.units()}
+
+
+def _load_masks(prefix: str, masks: MaskSet, tensors: dict) -> None:
+    for p, s, m in masks.units():
+        m.copy_(tensors[f"{prefix}.{p}.{s}"])
 
 
 def masked_loss(model, masks: MaskSet | None, dataset, batch_size: int = 256) -> float:
@@ -109,12 +190,16 @@ def masked_loss(model, masks: MaskSet | None, dataset, batch_size: int = 256) ->
     model.module.eval()
     import contextlib
     ctx = attach(model.module, masks, "apply") if masks is not None else contextlib.nullcontext()
+    rank, world = _dist_rank(), _dist_world()
     with torch.no_grad(), ctx:
-        for c, t in dataset.batches(batch_size):
+        for i, (c, t) in enumerate(dataset.batches(batch_size)):
+            if i % world != rank:  # under torch.distributed each rank takes every world-th batch
+                continue
             loss = model.family.loss(model.module, c, t)
             total += float(loss) * c.shape[0]
             n += c.shape[0]
     model.module.train(was)
+    total, n = _all_sum(total, n)
     return total / max(n, 1)
 
 
@@ -145,11 +230,15 @@ def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int) -> in
 
 
 def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
-          log=None) -> Plan:
+          log=None, checkpoint=None) -> Plan:
     """Find pruning masks for ``model`` (a tsprune.model.TSModel) on window datasets.
 
     train, val: WindowDataset-like objects (len, batches, subset). Returns a Plan; the
     model is left unchanged (weights untouched, no masks attached).
+    checkpoint: a directory; the state is saved there after every pruning step and a
+      scoring interrupted at any point continues from its last step when called again.
+    Under torch.distributed every rank scores its share of each mini-batch; step scores
+    are all-reduced before ranking, so all ranks produce the same plan.
     """
     family, module = model.family, model.module
     params_dense = count_params(module)
@@ -185,21 +274,60 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     best_masks, best_epoch = masks.clone(), None
     stale = 0
     capped = False
+    done_epochs, done_steps, finished = 0, 0, False
     t0 = time.time()
     imp = Importance(masks, cfg.ema)  # the EMA runs across steps and epochs
+    rank, world = _dist_rank(), _dist_world()
+    fingerprint = {"cfg": asdict(cfg), "n": n, "macro": macro, "extra": extra or {}}
+    if checkpoint is not None:
+        st = load_state(checkpoint)
+        if st is not None and st[1].get("fingerprint") == json.loads(json.dumps(fingerprint)):
+            tens, meta = st
+            _load_masks("mask", masks, tens)
+            _load_masks("best", best_masks, tens)
+            imp.load(tens, meta)
+            history, best_val, best_epoch = meta["history"], meta["best_val"], meta["best_epoch"]
+            stale, capped = meta["stale"], meta["capped"]
+            done_epochs, done_steps = meta["epoch"], meta["step"]
+            finished = bool(meta.get("finished"))
+
+    def save(epoch_done: int, step_done: int, finished: bool = False) -> None:
+        if checkpoint is None or rank != 0:
+            return
+        it, im = imp.state()
+        save_state(checkpoint, {**_masks_state("mask", masks), **_masks_state("best", best_masks), **it},
+                   {**im, "fingerprint": fingerprint, "history": history, "best_val": best_val,
+                    "best_epoch": best_epoch, "stale": stale, "capped": capped,
+                    "epoch": epoch_done, "step": step_done, "finished": finished})
+
     try:
-        for epoch in range(max_epochs):
+        for epoch in range(done_epochs, max_epochs):
+            if finished:
+                break
             order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            bar = progress(total=n, desc=f"prune epoch {epoch + 1}/{max_epochs}",
-                           unit="win", disable=not show_progress)
-            for step in range(steps):
+            first_step = done_steps if epoch == done_epochs else 0
+            bar = progress(total=n, initial=min(n, first_step * macro),
+                           desc=f"prune epoch {epoch + 1}/{max_epochs}", unit="win",
+                           disable=not show_progress or rank != 0)
+            for step in range(first_step, steps):
+                if capped:
+                    break
                 ids = order[step * macro: (step + 1) * macro]
                 loss_sum, seen = 0.0, 0
                 for s in range(0, ids.numel(), cfg.batch_size):
-                    c, t = train.gather(ids[s: s + cfg.batch_size])
-                    loss_sum += _score_batch(model, masks, imp, c, t, cfg.scorer) * c.shape[0]
-                    seen += c.shape[0]
-                    bar.update(c.shape[0])
+                    chunk = ids[s: s + cfg.batch_size]
+                    mine = chunk[rank::world]
+                    if mine.numel():
+                        c, t = train.gather(mine)
+                        # a batch mean over the global mini-batch: each rank's loss is scaled
+                        # by its share, so per-sample gradients match one process exactly
+                        ls = _score_batch(model, masks, imp, c, t, cfg.scorer,
+                                          scale=mine.numel() / chunk.numel())
+                        loss_sum += ls * chunk.numel()
+                    imp.commit()
+                    seen += chunk.numel()
+                    bar.update(chunk.numel())
+                (loss_sum,) = _all_sum(loss_sum)
                 zeroed = _prune_step(masks, imp, ratio, steps)
                 sp = 1.0 - count_params(module, analyze(structure, masks)) / params_dense
                 rec = {"epoch": epoch + 1, "step": step + 1, "train_loss": loss_sum / max(seen, 1),
@@ -212,7 +340,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                 bar.set_postfix(sparsity=f"{sp:.3f}", loss=f"{rec['train_loss']:.4f}")
                 if cfg.max_sparsity is not None and sp >= cfg.max_sparsity:
                     capped = True
-                    break
+                save(epoch, step + 1)
             bar.close()
             v = masked_loss(model, masks, val)
             sp = 1.0 - count_params(module, analyze(structure, masks)) / params_dense
@@ -225,9 +353,9 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                 best_val, best_masks, best_epoch, stale = v, masks.clone(), epoch + 1, 0
             else:
                 stale += 1
-                if stale >= cfg.patience:
-                    break
-            if capped:
+            finished = stale >= cfg.patience or capped or epoch + 1 == max_epochs
+            save(epoch + 1, 0, finished)
+            if finished:
                 break
     finally:
         for p, r in zip(module.parameters(), req):
@@ -244,7 +372,8 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                 history=history, best_epoch=best_epoch, extra=extra or {})
 
 
-def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str) -> float:
+def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str,
+                 scale: float = 1.0) -> float:
     """One backward pass; updates the importance EMA of every mask once.
 
     A Linear called k times in one forward contributes the sum of its k per-sample
@@ -254,7 +383,7 @@ def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str) -> f
     if scorer == "reference":
         with attach(module, masks, "reference") as leaves:
             loss = family.loss(module, c, t)
-            loss.backward()
+            (loss * scale if scale != 1.0 else loss).backward()
             for key, ls in leaves.items():
                 grads = [leaf.grad for leaf in ls if leaf.grad is not None]
                 if grads:
@@ -269,7 +398,7 @@ def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str) -> f
     with attach(module, masks, "fused", on_grad=on_grad):
         c = c.clone().requires_grad_(True)
         loss = family.loss(module, c, t)
-        loss.backward()
+        (loss * scale if scale != 1.0 else loss).backward()
     for key, pairs in pending.items():
         if len(pairs) == 1:
             x, g = pairs[0]
