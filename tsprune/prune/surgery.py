@@ -199,14 +199,16 @@ def _replace_linear(model: nn.Module, path: str, rows, cols, scale: float | None
     col_idx = [cols, None]
     packed = ops.pack(tensors, row_idx[: len(tensors)], col_idx[: len(tensors)])
     w = packed[0]
-    if scale is not None:
+    b = packed[1] if lin.bias is not None else None
+    if scale is not None:  # the Q projection as a whole: q' = scale * (W x + b)
         w = w * scale
+        b = b * scale if b is not None else None
     new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device="meta",
                     dtype=w.dtype).to_empty(device=w.device)
     with torch.no_grad():
         new.weight.copy_(w)
-        if lin.bias is not None:
-            new.bias.copy_(packed[1])
+        if b is not None:
+            new.bias.copy_(b)
     new.weight.requires_grad_(lin.weight.requires_grad)
     model.set_submodule(path, new)
 
