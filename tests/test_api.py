@@ -58,6 +58,20 @@ def test_public_api_names_resolve_and_are_documented():
         assert name in tsprune.__all__ and f"{name}" in text
 
 
+def test_api_names_survive_submodule_imports():
+    """`tsprune.evaluate` stays the function after the submodule tsprune.evaluate is
+    imported, and `import tsprune` alone does not import torch (the API is lazy)."""
+    import subprocess
+    import sys
+    code = ("import sys, tsprune; assert 'torch' not in sys.modules, 'torch imported'\n"
+            "from tsprune.evaluate import evaluate\n"
+            "import tsprune.evaluate\n"
+            "assert tsprune.evaluate is evaluate and callable(tsprune.evaluate), tsprune.evaluate\n"
+            "assert sys.modules['tsprune.evaluate'].evaluate is evaluate\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def test_configs_are_frozen_dataclasses(tmp_path):
     from tsprune.search import SearchConfig
     cfgs = [tsprune.DataConfig(None), tsprune.PruneConfig(), tsprune.FinetuneConfig(), SearchConfig(),

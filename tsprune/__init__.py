@@ -12,6 +12,9 @@ The Python API mirrors the CLI:
     print(tsprune.evaluate(pruned, test))
     tsprune.export_onnx(pruned, "model.onnx", context=512, horizon=96)
 """
+import sys
+import types
+
 __version__ = "0.1.0"
 
 _API = {
@@ -35,6 +38,20 @@ _API = {
 }
 
 __all__ = sorted(_API) + ["__version__"]
+
+
+class _Package(types.ModuleType):
+    """The package module: importing the submodule tsprune.evaluate must not replace the
+    function tsprune.evaluate (the import system binds a submodule as an attribute of its
+    package; an API name keeps its value; the submodule stays in sys.modules)."""
+
+    def __setattr__(self, name, value):
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name):
