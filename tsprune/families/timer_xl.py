@@ -1,0 +1,388 @@
+"""Timer-XL (thuml/timer-base-84m; model_type ``timer``, TimerForPrediction).
+
+tsprune's own implementation; the checkpoint ships remote code only, which never runs. It
+loads the checkpoint as published: the same state-dict names and shapes and config.json
+keys. It matches ``modeling_timer.py`` / ``configuration_timer.py`` of the Hugging Face repo
+thuml/timer-base-84m as released with Timer-XL (2024-12, config written by transformers
+4.40.1; the same code OpenLTM and the sktime / Apache IoTDB ports carry).
+
+Architecture (decoder-only over patch tokens of P = input_token_len steps, post-norm):
+  embed_layer.emb: Linear(P, D, no bias) on non-overlapping patches        (B, N, D)
+  layers[i]:  h = norm1(h + self_attn(h))      causal RoPE attention, q/k/v with bias, o without
+              h = norm2(h + ffn_layer(h))      down_proj(act(gate_proj(h)) * up_proj(h))
+  norm (LayerNorm), lm_heads[m]: Linear(D, output_token_lens[m], no bias).
+  RoPE base: 10000 (the published attention builds its rotary table without rope_theta).
+Forecast (the published generate with revin): the context is cut on the left to a multiple of
+P, instance-normalised (mean, std + 1e-6), and rolled out: each step runs the whole token
+sequence, picks the longest head not longer than the remaining horizon, reads the last token
+and appends its output; if an appended output is not a multiple of P the oldest points are
+dropped to keep whole patches.
+Loss (the published calc_ar_loss, MSE): token i of the normalised context predicts the next
+output_token_len points after it (targets run into the window's target part); the mean over
+the valid entries, averaged over heads.
+
+Pruning (METHOD.md s.7): masked Linears self_attn.{q,k,v,o}_proj and ffn_layer.{gate,up,
+down}_proj. Heads, V dims and FFN neurons are sliced; Q/K dims are reduced in RoPE pairs
+(i, i + d/2) uniformly across heads with the W_Q rescale sqrt(d'/d); each attention keeps its
+per-KV-group kept dims and slices the RoPE tables to them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.surgery import AttentionShape
+
+from .base import Constant, Family, Forecast
+
+_ACT = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,
+        "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
+_HF_KEYS = ("architectures", "auto_map", "transformers_version", "model_type", "torch_dtype", "dtype",
+            "_name_or_path")
+ROPE_BASE = 10000.0
+
+
+@dataclass(frozen=True)
+class TimerConfig:
+    """The published config.json keys (configuration_timer.py defaults).
+
+    input_token_len: patch length P; output_token_lens: steps predicted per head, ascending.
+    rope_theta is read and kept but, as in the published attention, not used.
+    extra: other config.json keys, kept for the round trip."""
+
+    input_token_len: int = 1
+    hidden_size: int = 1024
+    intermediate_size: int = 2048
+    output_token_lens: tuple[int, ...] = (1, 8, 32, 64)
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 8
+    hidden_act: str = "silu"
+    use_cache: bool = True
+    rope_theta: float = 10000
+    attention_dropout: float = 0.0
+    initializer_range: float = 0.02
+    max_position_embeddings: int = 10000
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        o = self.output_token_lens
+        object.__setattr__(self, "output_token_lens",
+                           (int(o),) if isinstance(o, int) else tuple(int(x) for x in o))
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError("the attention head dim must be even (RoPE)")
+        if self.hidden_act not in _ACT:
+            raise ValueError(f"hidden_act: got {self.hidden_act!r}; expected one of {sorted(_ACT)}")
+        if self.input_token_len < 1 or not self.output_token_lens or min(self.output_token_lens) < 1:
+            raise ValueError("input_token_len and output_token_lens must be positive")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TimerConfig":
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        extra = {k: v for k, v in d.items() if k not in names and k not in _HF_KEYS}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d["output_token_lens"] = list(self.output_token_lens)
+        return {**self.extra, **d, "model_type": "timer", "architectures": ["TimerForPrediction"]}
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+# ---------------------------------------------------------------------------------------
+# modules (published names)
+# ---------------------------------------------------------------------------------------
+class PatchEmbedding(nn.Module):
+    """x (B, N * P) -> emb(patches) (B, N, D)."""
+
+    def __init__(self, cfg: TimerConfig):
+        super().__init__()
+        self.input_token_len = cfg.input_token_len
+        self.emb = nn.Linear(cfg.input_token_len, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.emb(x.unfold(-1, self.input_token_len, self.input_token_len))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_tables(head_dim: int, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (T, head_dim) for positions 0..T-1, base 10000."""
+    inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float()
+                                    / head_dim))
+    freqs = torch.outer(torch.arange(t, device=device, dtype=torch.int64).float(), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _apply_rope(x, cos, sin, idx, group: int):
+    """x (B, heads, T, d'); cos/sin (T, d); idx (Hkv, d') kept original dims or None."""
+    if idx is not None:
+        cos = cos[:, idx].permute(1, 0, 2)  # (Hkv, T, d')
+        sin = sin[:, idx].permute(1, 0, 2)
+        if group > 1:
+            cos = cos.repeat_interleave(group, dim=0)
+            sin = sin.repeat_interleave(group, dim=0)
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    """Causal RoPE attention with per-layer shapes. forward(h (B, N, D), cos, sin) -> (B, N, D).
+
+    After a Q/K RoPE-pair reduction, rope_idx (Hkv, d') holds each KV group's kept dims
+    (original indices, kept pairs' low dims then their high dims) and the RoPE tables are
+    gathered to them; scaling 1/sqrt(d') with W_Q, b_Q rescaled by sqrt(d'/d) by the surgery."""
+
+    def __init__(self, cfg: TimerConfig):
+        super().__init__()
+        d, h, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
+        self.q_proj = nn.Linear(d, d, bias=True)
+        self.k_proj = nn.Linear(d, d, bias=True)
+        self.v_proj = nn.Linear(d, d, bias=True)
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.attention_dropout = cfg.attention_dropout
+        self.set_shape(AttentionShape(h, h, hd, hd, list(range(h)), None))
+
+    def set_shape(self, shape: AttentionShape) -> None:
+        self.num_heads, self.num_kv_heads = shape.num_heads, shape.num_kv_heads
+        self.head_dim, self.v_head_dim = shape.qk_head_dim, shape.v_head_dim
+        idx = None if shape.qk_dims is None else torch.tensor(shape.qk_dims, dtype=torch.long)
+        self.register_buffer("rope_idx", idx, persistent=False)
+        self.tsprune_shape = shape.to_json()
+
+    def forward(self, h, cos, sin):
+        b, t, _ = h.shape
+        g = self.num_heads // self.num_kv_heads
+        q = self.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(b, t, self.num_kv_heads, self.v_head_dim).transpose(1, 2)
+        q = _apply_rope(q, cos, sin, self.rope_idx, g)
+        k = _apply_rope(k, cos, sin, self.rope_idx, 1)
+        if g > 1:
+            k = k.repeat_interleave(g, dim=1)
+            v = v.repeat_interleave(g, dim=1)
+        if self.head_dim == 0:  # every Q/K pair pruned: q.k = 0, uniform causal weights
+            out = v.cumsum(dim=2) / torch.arange(1, t + 1, device=v.device, dtype=v.dtype)[:, None]
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=1.0 / math.sqrt(self.head_dim),
+                dropout_p=self.attention_dropout if self.training else 0.0)  # (B, H, N, dv)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.v_head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TimerConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.act = _ACT[cfg.hidden_act]
+
+    def forward(self, h):
+        return self.down_proj(self.act(self.gate_proj(h)) * self.up_proj(h))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TimerConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.ffn_layer = MLP(cfg)
+        self.norm1 = nn.LayerNorm(cfg.hidden_size)
+        self.norm2 = nn.LayerNorm(cfg.hidden_size)
+
+    def forward(self, h, cos, sin):
+        h = self.norm1(h + self.self_attn(h, cos, sin))
+        return self.norm2(h + self.ffn_layer(h))
+
+
+class TimerModel(nn.Module):
+    def __init__(self, cfg: TimerConfig):
+        super().__init__()
+        self.embed_layer = PatchEmbedding(cfg)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = nn.LayerNorm(cfg.hidden_size)
+
+
+class TimerForPrediction(nn.Module):
+    """forward(x (B, N * P) normalised series) -> hidden (B, N, D)."""
+
+    def __init__(self, cfg: TimerConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = TimerModel(cfg)
+        self.lm_heads = nn.ModuleList(nn.Linear(cfg.hidden_size, n, bias=False)
+                                      for n in cfg.output_token_lens)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The published _init_weights: Linear weights N(0, initializer_range), biases 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, self.config.initializer_range)
+                if m.bias is not None:
+                    m.bias.zero_()
+
+    def forward(self, x):
+        h = self.model.embed_layer(x)
+        cos, sin = rope_tables(self.config.head_dim, h.shape[1], x.device)
+        cos, sin = cos.to(h.dtype), sin.to(h.dtype)
+        for layer in self.model.layers:
+            h = layer(h, cos, sin)
+        return self.model.norm(h)
+
+
+# ---------------------------------------------------------------------------------------
+# the family adapter
+# ---------------------------------------------------------------------------------------
+def _whole_patches(context: torch.Tensor, p: int) -> torch.Tensor:
+    """Drop the oldest points so that (B, L) holds whole patches (the published generate)."""
+    n = (context.shape[1] // p) * p
+    if n == 0:
+        raise ValueError(f"context length {context.shape[1]} is shorter than one patch ({p})")
+    return context[:, context.shape[1] - n:]
+
+
+def _normalise(context: torch.Tensor):
+    mu = context.mean(dim=1, keepdim=True)
+    sd = context.std(dim=1, keepdim=True) + 1e-6
+    return mu, sd
+
+
+class TimerXL(Family):
+    name = "timer_xl"
+    model_types = ("timer",)
+    architectures = ("TimerForPrediction",)
+    autoregressive = True
+    prune_epochs = 10
+    finetune_epochs = 10             # with patience 1 (FinetuneConfig.patience)
+    default_ratio = 0.1
+    ratio_grid = (0.05, 0.1, 0.15, 0.2)
+    default_lr = 1e-6
+    lr_grid = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+
+    # ---- loading --------------------------------------------------------------------
+    def build(self, config: dict) -> nn.Module:
+        return TimerForPrediction(TimerConfig.from_dict(config)).eval()
+
+    def config_dict(self, model) -> dict:
+        return model.config.to_dict()
+
+    def context_multiple(self, model) -> int:
+        return int(model.config.input_token_len)
+
+    def max_context(self, model) -> int:
+        return int(model.config.max_position_embeddings * model.config.input_token_len)
+
+    def output_horizon(self, model) -> int:
+        return int(max(model.config.output_token_lens))
+
+    # ---- structure --------------------------------------------------------------------
+    def structure(self, model) -> ModelStructure:
+        blocks = []
+        for i, layer in enumerate(model.model.layers):
+            pre = f"model.layers.{i}"
+            att, mlp = layer.self_attn, layer.ffn_layer
+            groups, ffn = (), ()
+            if not isinstance(att, Constant):
+                a = f"{pre}.self_attn"
+                groups = (AttentionGroup(owner=a, q=f"{a}.q_proj", k=f"{a}.k_proj", v=f"{a}.v_proj",
+                                         o=f"{a}.o_proj", num_heads=att.num_heads,
+                                         num_kv_heads=att.num_kv_heads, qk_head_dim=att.head_dim,
+                                         v_head_dim=att.v_head_dim, qk_reducible=True, rope=True),)
+            if not isinstance(mlp, Constant):
+                f = f"{pre}.ffn_layer"
+                ffn = (FFNGroup(owner=f, inputs=(f"{f}.gate_proj", f"{f}.up_proj"), output=f"{f}.down_proj"),)
+            blocks.append(BlockStructure(index=i, attention=groups, ffn=ffn,
+                                         dead_attention=(f"{pre}.self_attn",) if not groups else (),
+                                         dead_ffn=(f"{pre}.ffn_layer",) if not ffn else ()))
+        return ModelStructure(blocks)
+
+    def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
+        att = model.get_submodule(group.owner)
+        if shape.num_heads == 0:
+            model.set_submodule(group.owner, Constant(att.o_proj.out_features, att.o_proj.bias))
+        else:
+            att.set_shape(shape)
+
+    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
+        if width == 0:
+            down = model.get_submodule(group.output)
+            model.set_submodule(group.owner, Constant(down.out_features, down.bias))
+
+    # ---- training and forecasting ---------------------------------------------------
+    def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        p = model.config.input_token_len
+        c = _whole_patches(context.float(), p)
+        mu, sd = _normalise(c)
+        x = (torch.cat([c, target.float()], dim=1) - mu) / sd                     # (B, L + H)
+        n_ctx = c.shape[1]
+        hidden = model(x[:, :n_ctx])                                               # (B, N, D)
+        n = hidden.shape[1]
+        total = 0.0
+        for head, m in zip(model.lm_heads, model.config.output_token_lens):
+            pred = head(hidden)                                                    # (B, N, m)
+            need = n_ctx + m                       # token i predicts x[(i+1)P : (i+1)P + m]
+            lab = F.pad(x, (0, max(0, need - x.shape[1])))[:, p: need].unfold(1, m, p)  # (B, N, m)
+            pos = p * torch.arange(1, n + 1, device=x.device)[:, None] + torch.arange(m, device=x.device)
+            valid = pos < x.shape[1]                                               # (N, m)
+            err = (pred - lab).pow(2) * valid
+            total = total + err.sum() / (valid.sum() * x.shape[0])
+        return total / len(model.config.output_token_lens)
+
+    def _step(self, model, seq: torch.Tensor, remaining: int) -> torch.Tensor:
+        """One decode step on the normalised (B, N * P) sequence -> (B, min(m, remaining))."""
+        lens = model.config.output_token_lens
+        k = 0
+        for i in range(1, len(lens)):
+            if lens[i] > remaining:
+                break
+            k = i
+        out = model.lm_heads[k](model(seq)[:, -1])
+        return out[:, :remaining]
+
+    def forecast(self, model, context: torch.Tensor, horizon: int) -> Forecast:
+        p = model.config.input_token_len
+        c = _whole_patches(context.float(), p)
+        mu, sd = _normalise(c)
+        seq = (c - mu) / sd
+        outs, done = [], 0
+        while done < horizon:
+            y = self._step(model, seq, horizon - done)
+            outs.append(y)
+            done += y.shape[1]
+            if done < horizon:
+                seq = _whole_patches(torch.cat([seq, y], dim=1), p)
+        return Forecast(torch.cat(outs, dim=1) * sd + mu)
+
+    def export_module(self, model, context: int, horizon: int) -> nn.Module:
+        return _Export(self, model, horizon)
+
+
+class _Export(nn.Module):
+    """forward(context (B, L) float32) -> point (B, H)."""
+
+    def __init__(self, family: TimerXL, model: nn.Module, horizon: int):
+        super().__init__()
+        self.family, self.model, self.horizon = family, model, int(horizon)
+
+    def forward(self, context):
+        return self.family.forecast(self.model, context, self.horizon).point
+
+
+FAMILY = TimerXL()
