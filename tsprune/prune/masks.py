@@ -139,12 +139,18 @@ def attach(model: nn.Module, masks: MaskSet, mode: str = "apply",
 
         else:  # fused
             assert on_grad is not None, "fused mode needs on_grad"
-            # The caller makes the model input require grad, so every masked point is in the
-            # graph; the masks themselves need no grad, so autograd never builds the
+            # The caller makes the model input require grad, so every masked point that depends
+            # on it is in the graph (inputs that do not are made leaves below); the masks
+            # themselves need no grad, so autograd never builds the
             # (B, T, d) product that a mask gradient would need.
 
             def pre(mod, args, m_in=m_in, p=p):
                 x = args[0]
+                if not x.requires_grad and torch.is_grad_enabled():
+                    # an input that does not depend on the model input (e.g. a decoder's
+                    # start-token embedding under frozen weights): a fresh leaf puts this
+                    # masked point and the Linear's output in the graph too
+                    x = x.detach().requires_grad_(True)
                 xm = x * m_in.to(x.dtype)
                 if xm.requires_grad:
                     xd = x.detach()
