@@ -17,6 +17,7 @@ _REGISTRY: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "timesfm2_5": ("tsprune.families.timesfm2_5", ("timesfm2_5",), ("TimesFm2_5ModelForPrediction",)),
     "time_moe": ("tsprune.families.time_moe", ("time_moe",), ("TimeMoeForPrediction",)),
     "timer_xl": ("tsprune.families.timer_xl", ("timer",), ("TimerForPrediction",)),
+    "chronos_bolt": ("tsprune.families.chronos_bolt", (), ("ChronosBoltModelForForecasting",)),
 }
 
 
