@@ -17,14 +17,24 @@ _REGISTRY: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "timesfm2_5": ("tsprune.families.timesfm2_5", ("timesfm2_5",), ("TimesFm2_5ModelForPrediction",)),
     "time_moe": ("tsprune.families.time_moe", ("time_moe",), ("TimeMoeForPrediction",)),
     "timer_xl": ("tsprune.families.timer_xl", ("timer",), ("TimerForPrediction",)),
+    "moirai": ("tsprune.families.moirai", ("moirai",), ("MoiraiModule",)),
     "chronos_bolt": ("tsprune.families.chronos_bolt", (), ("ChronosBoltModelForForecasting",)),
 }
 
+# family name -> config.json keys that identify it when the published config.json names no
+# model_type or architectures (uni2ts PyTorchModelHubMixin checkpoints); tried last.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "moirai": ("patch_sizes", "distr_output"),
+}
 
-def register(name: str, module: str, model_types: tuple[str, ...], architectures: tuple[str, ...] = ()) -> None:
+
+def register(name: str, module: str, model_types: tuple[str, ...], architectures: tuple[str, ...] = (),
+             keys: tuple[str, ...] = ()) -> None:
     if name in _REGISTRY and _REGISTRY[name][0] != module:
         raise ValueError(f"family {name!r} is already registered by {_REGISTRY[name][0]}")
     _REGISTRY[name] = (module, tuple(model_types), tuple(architectures))
+    if keys:
+        _KEYS[name] = tuple(keys)
 
 
 def supported() -> list[str]:
@@ -38,7 +48,8 @@ def get(name: str) -> Family:
 
 
 def detect(config: dict) -> Family:
-    """The family adapter for a config.json dict (by model_type, then architectures)."""
+    """The family adapter for a config.json dict (by model_type, then architectures, then,
+    for a config with neither, by the keys in _KEYS)."""
     mt = config.get("model_type")
     archs = config.get("architectures") or []
     for name, (_, types, arch) in _REGISTRY.items():
@@ -47,6 +58,10 @@ def detect(config: dict) -> Family:
     for name, (_, types, arch) in _REGISTRY.items():
         if any(a in arch for a in archs):
             return get(name)
+    if mt is None and not archs:
+        for name, keys in _KEYS.items():
+            if all(k in config for k in keys):
+                return get(name)
     raise UserError(
         f"config.json: model_type {mt!r} (architectures {archs}) is not a supported family; "
         f"supported: {', '.join(supported())}"
