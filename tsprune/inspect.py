@@ -4,8 +4,8 @@
 A pruned model is shown against its dense architecture (built from its config.json on
 the meta device: no memory, no weights), cell by cell as ``pruned/dense``. An ONNX graph
 is read without running it: each MatMul/Gemm whose weight is an initializer is assigned
-to its module through the exporter's ``pkg.torch.onnx.name_scopes`` node metadata, and
-grouped per layer (the first numeric component of the module path).
+to its module (the exporter's ``pkg.torch.onnx.name_scopes`` node metadata, else the
+weight's name) and grouped per layer (the first numeric component of the module path).
 """
 from __future__ import annotations
 
@@ -108,34 +108,39 @@ def _scope(node) -> str | None:
     return None
 
 
+_WEIGHT_SUFFIX = re.compile(r"\.(weight|weight_t|w)$")
+
+
 def _onnx_layers(proto, inits: dict) -> list[dict] | None:
-    """Per layer: the Linear weights (module, out x in) found as MatMul/Gemm initializers."""
+    """Per layer: the Linear weights (module, out x in) found as MatMul/Gemm initializers.
+
+    The module path of a weight is the exporter's name scope of its node when recorded,
+    else the initializer's own name without a ``.weight``/``.weight_t`` suffix (tsprune's
+    family export graphs name them ``layers.3.fc1.weight_t``). None when no weight can be
+    placed in a layer (the optimizer renamed them and the scopes were stripped)."""
     seen: dict[str, tuple[str, int, int]] = {}
-    scoped = False
     for n in proto.graph.node:
         if n.op_type not in ("MatMul", "Gemm") or len(n.input) < 2 or n.input[1] not in inits:
             continue
         w = inits[n.input[1]]
         if len(w.dims) != 2 or w.name in seen:
             continue
-        scope = _scope(n)
-        scoped |= scope is not None
         trans_b = any(a.name == "transB" and a.i for a in n.attribute) if n.op_type == "Gemm" else False
         out_f, in_f = (w.dims[0], w.dims[1]) if trans_b else (w.dims[1], w.dims[0])
-        seen[w.name] = (scope or w.name, int(out_f), int(in_f))
-    if not scoped:
-        return None
+        path = _scope(n) or _WEIGHT_SUFFIX.sub("", w.name)
+        seen[w.name] = (path, int(out_f), int(in_f))
     layers: dict[int, dict] = {}
     for path, out_f, in_f in seen.values():
-        mt = _LAYER.search(path)
+        full = "." + path
+        mt = _LAYER.search(full)
         if not mt:
             continue
         i = int(mt.group(1))
         row = layers.setdefault(i, {"layer": i, "linears": 0, "params": 0, "shapes": []})
         row["linears"] += 1
         row["params"] += out_f * in_f
-        row["shapes"].append(f"{path[mt.end():] or path}:{out_f}x{in_f}")
-    return [layers[i] for i in sorted(layers)]
+        row["shapes"].append(f"{full[mt.end():] or path}:{out_f}x{in_f}")  # name within the layer
+    return [layers[i] for i in sorted(layers)] or None
 
 
 def inspect_onnx(path: Path) -> dict:
@@ -177,7 +182,7 @@ def _onnx_text(info: dict) -> str:
         rows = [{**r, "shapes": " ".join(r["shapes"])} for r in info["layers"]]
         lines.append(_table(rows, ["layer", "linears", "params", "shapes"], left=("shapes",)))
     elif info["layers"] is None:
-        lines.append("(no per-layer view: the graph has no pkg.torch.onnx.name_scopes metadata)")
+        lines.append("(no per-layer view: neither node name scopes nor weight names place the weights in layers)")
     return "\n".join(lines)
 
 
