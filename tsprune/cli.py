@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", action="append", default=[], choices=["onnx"], help="export format")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="print each phase and its time")
     p.add_argument("--log-file", help="also write the log to this file")
@@ -174,7 +176,7 @@ def prune_config(a):
         do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
         opset=a.opset, dlinear=a.dlinear, seed=a.seed,
         command="tsprune " + " ".join(shlex.quote(s) for s in getattr(a, "argv", sys.argv[1:])), log_file=a.log_file,
-        quiet=a.quiet, verbose=a.verbose)
+        quiet=a.quiet, verbose=a.verbose, resume=a.resume)
 
 
 def _cmd_prune(a) -> int:
@@ -274,7 +276,9 @@ def main(argv=None) -> int:
         print(f"tsprune: error: {e}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
-        print("tsprune: interrupted", file=sys.stderr)
+        hint = " (rerun with --resume to continue from the last checkpoint)" if \
+            getattr(locals().get("a"), "cmd", None) == "prune" else ""
+        print(f"tsprune: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -59,6 +59,7 @@ class RunConfig:
     log_file: str | None = None
     quiet: bool = False
     verbose: bool = False
+    resume: bool = False
 
     def __post_init__(self):
         for e in self.export:
@@ -81,14 +82,14 @@ def _with_lr_grid(ft_cfg, fam):
     return ft_cfg if ft_cfg.lr is not None else dataclasses.replace(ft_cfg, lr=tuple(fam.lr_grid))
 
 
-def _search_report(res, ft) -> dict | None:
-    if res is None:
+def _search_report(search_json, ft) -> dict | None:
+    if search_json is None:
         return None
-    out = res.to_json()
+    out = dict(search_json)
     if ft is not None:
-        out["grids"]["lr"] = [t["lr"] for t in ft.trials]
-        out["lr_trials"] = ft.trials
-        out["chosen"]["lr"] = ft.lr
+        out["grids"]["lr"] = [t["lr"] for t in ft["trials"]]
+        out["lr_trials"] = ft["trials"]
+        out["chosen"]["lr"] = ft["lr"]
     return out
 
 
@@ -113,6 +114,47 @@ def run(cfg: RunConfig) -> dict:
         set_quiet(was_quiet)
 
 
+class _Phases:
+    """Results of finished phases in ``state.json`` inside the work directory, so that
+    ``--resume`` skips them; the settings' fingerprint must match."""
+
+    def __init__(self, work: Path, fingerprint: dict, resume: bool):
+        import json
+        self.file = work / "state.json"
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.done: dict = {}
+        if resume and self.file.exists():
+            st = json.loads(self.file.read_text())
+            if st.get("fingerprint") != self.fingerprint:
+                raise UserError("--resume: the interrupted run in "
+                                f"{work} used other settings; rerun without --resume to start over")
+            self.done = st["done"]
+
+    def get(self, name: str):
+        return self.done.get(name)
+
+    def put(self, name: str, result) -> None:
+        import json
+        import os
+        self.done[name] = result
+        tmp = self.file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": self.done}, default=float))
+        os.replace(tmp, self.file)
+
+
+def _fingerprint(cfg: RunConfig) -> dict:
+    """What a resumed run must share with the interrupted one."""
+    d = asdict(cfg)
+    for k in ("out", "command", "log_file", "quiet", "verbose", "resume"):
+        d.pop(k, None)
+    try:
+        st = Path(cfg.data.path).stat()
+        d["data_file"] = [st.st_size, int(st.st_mtime)]
+    except (OSError, TypeError):
+        pass
+    return d
+
+
 def _run(cfg: RunConfig) -> dict:
     torch.manual_seed(cfg.seed)
     show = not is_quiet()
@@ -134,7 +176,9 @@ def _run(cfg: RunConfig) -> dict:
     # cheap checks first, so that a bad --model fails before the data is read
     from tsprune.model import resolve
     resolve(cfg.model)
-    with atomic_dir(cfg.out) as tmp:
+    with atomic_dir(cfg.out, resume=cfg.resume) as tmp:
+        ph = _Phases(tmp, _fingerprint(cfg), cfg.resume)
+        ck = tmp / "checkpoints"
         rl = RunLog(tmp / "log.jsonl")
         try:
             with timed("load"):
@@ -152,48 +196,68 @@ def _run(cfg: RunConfig) -> dict:
             test = data.windows("test", stride=1)  # TSLib: every test window
             horizons = [H]
             metrics: dict[str, dict | None] = {}
-            with timed("zero_shot_eval"):
-                metrics["zero_shot"] = _metrics(evaluate(model, test, horizons, desc="zero-shot"))
+            if ph.get("zero_shot") is None:
+                with timed("zero_shot_eval"):
+                    ph.put("zero_shot", _metrics(evaluate(model, test, horizons, desc="zero-shot")))
+            metrics["zero_shot"] = ph.get("zero_shot")
             ft_dense = None
             if cfg.compare_finetune:
-                with timed("finetune_dense"):
-                    dense = model.clone()
-                    ft_dense = finetune(dense, train, val, cfg.finetune if cfg.search is None else
-                                        _with_lr_grid(cfg.finetune, fam), show_progress=show,
-                                        log=rl.phase("finetune_dense"))
-                with timed("finetuned_dense_eval"):
-                    metrics["finetuned_dense"] = _metrics(evaluate(dense, test, horizons,
-                                                                   desc="fine-tuned dense"))
-                del dense
-            search_res = None
+                if ph.get("finetune_dense") is None:
+                    with timed("finetune_dense"):
+                        dense = model.clone()
+                        ftd = finetune(dense, train, val, cfg.finetune if cfg.search is None else
+                                       _with_lr_grid(cfg.finetune, fam), show_progress=show,
+                                       log=rl.phase("finetune_dense"), checkpoint=ck / "finetune_dense")
+                    with timed("finetuned_dense_eval"):
+                        ph.put("finetune_dense", {"ft": ftd.to_json(), "metrics": _metrics(
+                            evaluate(dense, test, horizons, desc="fine-tuned dense"))})
+                    del dense
+                ft_dense = ph.get("finetune_dense")["ft"]
+                metrics["finetuned_dense"] = ph.get("finetune_dense")["metrics"]
+            from tsprune.prune import Plan
+            search_json = None
             ft_cfg = cfg.finetune
-            if cfg.search is not None:
-                from tsprune.search import search
-                with timed("search"):
-                    search_res = search(model, train, val, cfg.prune, cfg.search, show_progress=show,
-                                        log=rl.phase("search"))
-                    plan = search_res.plan
-                if ft_cfg.lr is None:  # the learning rate is chosen by validation too
-                    import dataclasses
-                    ft_cfg = dataclasses.replace(ft_cfg, lr=tuple(fam.lr_grid))
-            else:
-                with timed("prune_score"):
-                    plan = score(model, train, val, cfg.prune, show_progress=show,
-                                 log=rl.phase("prune"))
-            plan.save(tmp / "plan.json")
+            if cfg.search is not None and ft_cfg.lr is None:  # lr is chosen by validation too
+                ft_cfg = _with_lr_grid(ft_cfg, fam)
+            if ph.get("score") is None:
+                if cfg.search is not None:
+                    from tsprune.search import search
+                    with timed("search"):
+                        search_res = search(model, train, val, cfg.prune, cfg.search,
+                                            show_progress=show, log=rl.phase("search"))
+                        plan = search_res.plan
+                        search_json = search_res.to_json()
+                else:
+                    with timed("prune_score"):
+                        plan = score(model, train, val, cfg.prune, show_progress=show,
+                                     log=rl.phase("prune"), checkpoint=ck / "score")
+                plan.save(tmp / "plan.json")
+                ph.put("score", {"search": search_json})
+            plan = Plan.load(tmp / "plan.json")
+            search_json = ph.get("score")["search"]
             with timed("prune_apply"):
                 pruned = apply(model, plan)
-            with timed("pruned_eval"):
-                metrics["pruned"] = _metrics(evaluate(pruned, test, horizons, desc="pruned"))
+            if ph.get("pruned_eval") is None:
+                with timed("pruned_eval"):
+                    ph.put("pruned_eval", _metrics(evaluate(pruned, test, horizons, desc="pruned")))
+            metrics["pruned"] = ph.get("pruned_eval")
             ft = None
             metrics["pruned_finetuned"] = None
             if cfg.do_finetune:
-                with timed("finetune_pruned"):
-                    ft = finetune(pruned, train, val, ft_cfg, show_progress=show,
-                                  log=rl.phase("finetune_pruned"))
-                with timed("pruned_finetuned_eval"):
-                    metrics["pruned_finetuned"] = _metrics(evaluate(pruned, test, horizons,
-                                                                    desc="pruned+fine-tuned"))
+                if ph.get("finetune_pruned") is None:
+                    with timed("finetune_pruned"):
+                        ftp = finetune(pruned, train, val, ft_cfg, show_progress=show,
+                                       log=rl.phase("finetune_pruned"), checkpoint=ck / "finetune_pruned")
+                        pruned.save(ck / "pruned_finetuned")
+                    ph.put("finetune_pruned", ftp.to_json())
+                else:
+                    pruned = load(ck / "pruned_finetuned")
+                ft = ph.get("finetune_pruned")
+                if ph.get("pruned_finetuned_eval") is None:
+                    with timed("pruned_finetuned_eval"):
+                        ph.put("pruned_finetuned_eval", _metrics(evaluate(pruned, test, horizons,
+                                                                          desc="pruned+fine-tuned")))
+                metrics["pruned_finetuned"] = ph.get("pruned_finetuned_eval")
             with timed("samples"):  # a few test windows for the report's forecast plots
                 from tsprune.report import forecast_samples
                 samples = forecast_samples({"dense": model, "pruned": pruned}, test, n=4)
@@ -246,11 +310,10 @@ def _run(cfg: RunConfig) -> dict:
                 "baselines": baselines,
                 "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
                           "history": plan.history, "extra": plan.extra},
-                "finetune": {"pruned": ft.to_json() if ft else None,
-                             "dense": ft_dense.to_json() if ft_dense else None},
+                "finetune": {"pruned": ft, "dense": ft_dense},
                 "structure": {"dense": model.describe(), "pruned": pruned.describe()},
                 "samples": samples,
-                "search": _search_report(search_res, ft),
+                "search": _search_report(search_json, ft),
                 "onnx": onnx_info,
                 "timings": timings,
                 "versions": _versions(),
@@ -262,6 +325,10 @@ def _run(cfg: RunConfig) -> dict:
                 "sparsity": report["sparsity"], "timings": timings}, phase="summary")
             from tsprune.report import write_reports
             write_reports(report, tmp)
+            # the output holds results only: checkpoints and phase state go
+            import shutil
+            shutil.rmtree(ck, ignore_errors=True)
+            (tmp / "state.json").unlink(missing_ok=True)
         finally:
             rl.close()
     return report
