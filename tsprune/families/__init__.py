@@ -19,6 +19,7 @@ _REGISTRY: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "timer_xl": ("tsprune.families.timer_xl", ("timer",), ("TimerForPrediction",)),
     "moirai": ("tsprune.families.moirai", ("moirai",), ("MoiraiModule",)),
     "chronos_bolt": ("tsprune.families.chronos_bolt", (), ("ChronosBoltModelForForecasting",)),
+    "patchtst": ("tsprune.families.patchtst", ("patchtst",), ("PatchTSTForPrediction",)),
 }
 
 # family name -> config.json keys that identify it when the published config.json names no

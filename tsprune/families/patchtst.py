@@ -1,0 +1,272 @@
+"""PatchTST (`transformers` PatchTSTForPrediction, model_type ``patchtst``).
+
+Channel-independent patch transformer: each series is scaled (``scaling``: std / mean /
+none, inside the model), cut into patches of ``patch_length`` with ``patch_stride``,
+embedded by one Linear, given a positional encoding, passed through an encoder of
+(attention, FFN) layers with batch or layer norms, and mapped by a linear head (mean-pooled
+or flattened patches) to ``prediction_length`` steps, de-scaled.
+
+tsprune windows are univariate, so every window is fed as a one-channel series; a model
+trained with C channels is used as is when its embedding and projection are shared across
+channels (channel independence, the default), or when C == 1. Not supported (UserError):
+channel attention (it mixes channels), distribution heads (``loss`` other than "mse").
+
+Masked Linears: ``self_attn.{q,k,v,out}_proj`` and the FFN ``ff.0`` / ``ff.3`` of every
+encoder layer. Heads, V dims and Q/K dims (no RoPE, no q/k norms; the surgery rescales W_Q
+so that the temperature stays 1/sqrt(d)) and FFN neurons are sliced. The patch embedding,
+positional encoding, norms and the head stay dense.
+
+Native loss: MSE of the de-scaled forecast against the target (upstream's loss), on the
+first ``prediction_length`` steps. Contexts longer than ``context_length`` keep their last
+``context_length`` steps; shorter ones are left-padded and marked unobserved (upstream's
+``past_observed_mask``). Horizons beyond ``prediction_length`` roll out: the point forecast
+is appended to the context and the model forecasts again.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsprune.errors import UserError, missing_extra
+from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.surgery import AttentionShape
+
+from .base import Constant, Family, Forecast
+
+ARCH = "PatchTSTForPrediction"
+
+
+def _hf():
+    """transformers' PatchTST module (lazy, so detection never imports it)."""
+    try:
+        from transformers.models.patchtst import modeling_patchtst
+    except ImportError:
+        raise missing_extra("transformers>=5 (PatchTST)", "patchtst") from None
+    return modeling_patchtst
+
+
+class PrunedAttention(nn.Module):
+    """PatchTST attention that carries its own shapes (heads, Q/K head dim, V head dim).
+
+    Same computation as transformers' PatchTSTAttention, reusing its projections.
+    forward(hidden (B, T, d)) -> (out (B, T, d), attention weights or None).
+    """
+
+    def __init__(self, src: nn.Module, shape: AttentionShape):
+        super().__init__()
+        self.config = src.config
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = src.q_proj, src.k_proj, src.v_proj, src.out_proj
+        self.dropout = src.dropout
+        self.is_decoder = False
+        self.is_causal = False
+        self.set_shape(shape)
+
+    def set_shape(self, shape: AttentionShape) -> None:
+        self.num_heads = shape.num_heads
+        self.head_dim = shape.qk_head_dim
+        self.v_head_dim = shape.v_head_dim
+        self.num_key_value_groups = 1
+        self.scaling = self.head_dim ** -0.5 if self.head_dim else 1.0
+        self.tsprune_shape = shape.to_json()
+
+    def forward(self, hidden_states, key_value_states=None, attention_mask=None,
+                output_attentions=False, **kwargs):
+        b, t = hidden_states.shape[:2]
+        h = self.num_heads
+        q = self.q_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)    # (B, h, T, dqk)
+        k = self.k_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(b, t, h, self.v_head_dim).transpose(1, 2)  # (B, h, T, dv)
+        mh = _hf()
+        attn = mh.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                        mh.eager_attention_forward)
+        out, weights = attn(self, q, k, v, attention_mask,
+                            dropout=self.dropout if self.training else 0.0, scaling=self.scaling,
+                            output_attentions=output_attentions)
+        out = out.reshape(b, t, h * self.v_head_dim)                                      # (B, T, h*dv)
+        return self.out_proj(out), weights
+
+
+@contextlib.contextmanager
+def _eager_attention(module: nn.Module):
+    """Run with transformers' eager attention (plain matmuls) instead of SDPA, whose output
+    reshape the ONNX decomposition cannot view; restores the configs afterwards."""
+    cfgs = {id(m.config): m.config for m in module.modules()
+            if hasattr(getattr(m, "config", None), "_attn_implementation")}
+    old = {k: c._attn_implementation for k, c in cfgs.items()}
+    try:
+        for c in cfgs.values():
+            c._attn_implementation = "eager"
+        yield
+    finally:
+        for k, c in cfgs.items():
+            c._attn_implementation = old[k]
+
+
+def _check_supported(cfg) -> None:
+    if cfg.loss != "mse":
+        raise UserError(f"config.json: PatchTST with loss {cfg.loss!r} (a distribution head) is not "
+                        f"supported; tsprune prunes point-forecast PatchTST models (loss 'mse')")
+    if cfg.channel_attention:
+        raise UserError("config.json: PatchTST with channel_attention=true is not supported "
+                        "(tsprune windows are univariate; channel attention mixes channels)")
+    if cfg.num_input_channels != 1 and not (cfg.share_embedding and cfg.share_projection):
+        raise UserError(f"config.json: PatchTST with {cfg.num_input_channels} channels and per-channel "
+                        f"embedding or projection is not supported (univariate windows carry no "
+                        f"channel index); expected num_input_channels 1 or shared weights")
+
+
+class PatchTST(Family):
+    name = "patchtst"
+    model_types = ("patchtst",)
+    architectures = (ARCH,)
+    extra = "patchtst"
+    autoregressive = False
+    prune_epochs = 1
+    finetune_epochs = 3
+    default_ratio = 0.1
+    ratio_grid = (0.05, 0.1, 0.2, 0.3)
+    default_lr = 1e-4
+    lr_grid = (1e-3, 1e-4, 1e-5)
+
+    # ---- loading --------------------------------------------------------------------
+    def build(self, config: dict) -> nn.Module:
+        mh = _hf()
+        cfg = {k: v for k, v in config.items()
+               if k not in ("architectures", "transformers_version", "model_type", "dtype", "torch_dtype")}
+        c = mh.PatchTSTConfig(**cfg)
+        _check_supported(c)
+        return mh.PatchTSTForPrediction(c).eval()
+
+    def load_dense(self, path, config: dict) -> nn.Module:
+        mh = _hf()
+        try:
+            model = mh.PatchTSTForPrediction.from_pretrained(
+                str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False)
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
+            raise UserError(f"--model: cannot load {path} as {self.name} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        _check_supported(model.config)
+        return model.eval()
+
+    def config_dict(self, model: nn.Module) -> dict:
+        d = model.config.to_dict()
+        d["architectures"] = [ARCH]
+        return d
+
+    def max_context(self, model) -> int:
+        return int(model.config.context_length)
+
+    def output_horizon(self, model) -> int:
+        return int(model.config.prediction_length)
+
+    # ---- structure --------------------------------------------------------------------
+    def structure(self, model: nn.Module) -> ModelStructure:
+        blocks = []
+        for i, layer in enumerate(model.model.encoder.layers):
+            pre = f"model.encoder.layers.{i}"
+            att, ff = layer.self_attn, layer.ff
+            groups = ()
+            if not isinstance(att, Constant):
+                a = f"{pre}.self_attn"
+                groups = (AttentionGroup(
+                    owner=a, q=f"{a}.q_proj", k=f"{a}.k_proj", v=f"{a}.v_proj", o=f"{a}.out_proj",
+                    num_heads=att.num_heads, num_kv_heads=att.num_heads, qk_head_dim=att.head_dim,
+                    v_head_dim=getattr(att, "v_head_dim", att.head_dim), qk_reducible=True, rope=False),)
+            ffn = ()
+            if not isinstance(ff, Constant):
+                ffn = (FFNGroup(owner=f"{pre}.ff", inputs=(f"{pre}.ff.0",), output=f"{pre}.ff.3"),)
+            blocks.append(BlockStructure(
+                index=i, attention=groups, ffn=ffn,
+                dead_attention=(f"{pre}.self_attn",) if not groups else (),
+                dead_ffn=(f"{pre}.ff",) if not ffn else ()))
+        return ModelStructure(blocks)
+
+    def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
+        att = model.get_submodule(group.owner)
+        if shape.num_heads == 0:
+            o = att.out_proj
+            model.set_submodule(group.owner, Constant(o.out_features, o.bias, tuple_output=True))
+        elif isinstance(att, PrunedAttention):
+            att.set_shape(shape)
+        else:
+            model.set_submodule(group.owner, PrunedAttention(att, shape))
+
+    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
+        if width == 0:
+            down = model.get_submodule(group.output)
+            model.set_submodule(group.owner, Constant(down.out_features, down.bias))
+
+    # ---- forecasting --------------------------------------------------------------------
+    def predict(self, model, context: torch.Tensor) -> torch.Tensor:
+        """One forward pass: context (B, L) -> forecast (B, prediction_length), in the
+        context's units. Same computation as PatchTSTForPrediction on one channel."""
+        cfg = model.config
+        n = int(cfg.context_length)
+        x = context.float()
+        b, length = x.shape
+        if length >= n:
+            x = x[:, -n:]
+            observed = torch.ones_like(x)
+        else:  # left-pad, marked unobserved for the scaler
+            pad = x.new_zeros(b, n - length)
+            observed = torch.cat([pad, torch.ones_like(x)], dim=1)
+            x = torch.cat([pad, x], dim=1)
+        core = model.model
+        scaled, loc, scale = core.scaler(x[..., None], observed[..., None])   # (B, n, 1), (B, 1, 1)
+        patches = core.patchifier(scaled)                                      # (B, 1, N, p)
+        enc = core.encoder
+        emb = enc.embedder
+        if emb.share_embedding:
+            e = emb.input_embedding(patches)                                   # (B, 1, N, d)
+        else:
+            e = torch.stack([emb.input_embedding[0](patches[:, 0])], dim=1)
+        pe = enc.positional_encoder
+        if pe.use_cls_token:
+            h = pe.positional_dropout(e + pe.position_enc[1:, :])
+            cls = (pe.cls_token + pe.position_enc[:1, :]).expand(b, 1, -1, -1)
+            h = torch.cat((cls, h), dim=2)                                     # (B, 1, N+1, d)
+        else:
+            h = pe.positional_dropout(e + pe.position_enc)
+        for layer in enc.layers:
+            h = layer(hidden_state=h)[0]
+        y = model.head(h) * scale + loc                                        # (B, P, 1)
+        return y[..., 0]
+
+    def forecast(self, model, context: torch.Tensor, horizon: int) -> Forecast:
+        ctx = context.float()
+        n_ctx = ctx.shape[1]
+        parts, done = [], 0
+        while done < horizon:
+            y = self.predict(model, ctx)
+            step = min(y.shape[1], horizon - done)
+            parts.append(y[:, :step])
+            done += step
+            if done < horizon:
+                ctx = torch.cat([ctx, y], dim=1)[:, -n_ctx:]
+        return Forecast(torch.cat(parts, dim=1))
+
+    def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        y = self.predict(model, context)
+        h = min(target.shape[1], y.shape[1])
+        return F.mse_loss(y[:, :h], target[:, :h].float())
+
+    def export_module(self, model, context: int, horizon: int) -> nn.Module:
+        return _Export(self, model, horizon)
+
+
+class _Export(nn.Module):
+    """forward(context (B, L) float32, raw) -> point (B, H); scaling inside the graph."""
+
+    def __init__(self, family: PatchTST, model: nn.Module, horizon: int):
+        super().__init__()
+        self.family, self.model, self.horizon = family, model, int(horizon)
+
+    def forward(self, context):
+        with _eager_attention(self.model):
+            return self.family.forecast(self.model, context, self.horizon).point
+
+
+FAMILY = PatchTST()
