@@ -16,9 +16,10 @@ Architecture (decoder-only, one token per time point, input_size 1):
                 plus shared_expert (width intermediate) scaled by sigmoid(shared_expert_gate(h));
                 or a dense gated MLP when use_dense.
   norm, then lm_heads[m].out_layer: D -> horizon_lengths[m] steps (published: 1, 8, 32, 64).
-Forecast: instance-normalise the context (mean, std + 1e-6), then roll out: each step runs the
-whole sequence, picks the longest head not longer than the remaining horizon (the published
-generate), reads the last position and appends its output (same as cached decoding).
+Forecast: instance-normalise the context (mean, std + 1e-6), then roll out as the published
+generate does: each step picks the longest head not longer than the remaining horizon, reads
+the last position and appends its output; later steps run only the new points against a KV
+cache (tested equal to rerunning the grown sequence).
 
 Loss (the published calc_ar_loss with loss masks): on the normalised window
 x = [context, target], inputs x[:-1], labels x[1:]; every position t and head of length h
@@ -203,7 +204,9 @@ def _apply_rope(x, cos, sin, idx, group: int):
 class Attention(nn.Module):
     """Causal RoPE self-attention with its own (possibly pruned) shapes.
 
-    forward(h (B, T, D), cos, sin (T, head_dim of the dense model)) -> (B, T, D).
+    forward(h (B, T, D), cos, sin (T, head_dim of the dense model) for h's positions, past)
+    -> (out (B, T, D), (k, v)): past (k, v) (B, Hkv, P, d) are the earlier positions' rotated
+    keys and values (decoding with a cache), returned extended by h's.
     Scaling 1/sqrt(qk_head_dim): after a Q/K reduction the surgery rescales W_Q (and b_Q) by
     sqrt(d'/d), so the temperature stays 1/sqrt(d)."""
 
@@ -224,7 +227,7 @@ class Attention(nn.Module):
         self.register_buffer("rope_idx", idx, persistent=False)
         self.tsprune_shape = shape.to_json()
 
-    def forward(self, h, cos, sin):
+    def forward(self, h, cos, sin, past=None):
         b, t, _ = h.shape
         g = self.num_heads // self.num_kv_heads
         q = self.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
@@ -232,16 +235,26 @@ class Attention(nn.Module):
         v = self.v_proj(h).view(b, t, self.num_kv_heads, self.v_head_dim).transpose(1, 2)
         q = _apply_rope(q, cos, sin, self.rope_idx, g)
         k = _apply_rope(k, cos, sin, self.rope_idx, 1)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        kv = (k, v)
+        s = k.shape[2]
+        p = s - t                                                   # cached positions
         if g > 1:
             k = k.repeat_interleave(g, dim=1)
             v = v.repeat_interleave(g, dim=1)
+        drop = self.attention_dropout if self.training else 0.0
         if self.head_dim == 0:  # every Q/K pair pruned: q.k = 0, uniform causal weights
-            out = v.cumsum(dim=2) / torch.arange(1, t + 1, device=v.device, dtype=v.dtype)[:, None]
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=1.0 / math.sqrt(self.head_dim),
-                dropout_p=self.attention_dropout if self.training else 0.0)  # (B, H, T, dv)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.v_head_dim))
+            out = v.cumsum(dim=2)[:, :, p:] / torch.arange(p + 1, s + 1, device=v.device, dtype=v.dtype)[:, None]
+        elif p == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop,
+                                                 scale=1.0 / math.sqrt(self.head_dim))  # (B, H, T, dv)
+        else:  # query i sits at position p + i and sees keys 0..p + i
+            allowed = (torch.arange(s, device=h.device)[None, :]
+                       <= p + torch.arange(t, device=h.device)[:, None])  # (T, S)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop,
+                                                 scale=1.0 / math.sqrt(self.head_dim))
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.v_head_dim)), kv
 
 
 class SparseExperts(nn.Module):
@@ -320,13 +333,16 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, h, cos, sin, dispatch: str):
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin)
+    def forward(self, h, cos, sin, dispatch: str, past=None):
+        """-> (h, route (probs, sel) or None, (k, v) or None for a dead attention)."""
+        a = self.self_attn(self.input_layernorm(h), cos, sin, past)
+        a, kv = a if isinstance(a, tuple) else (a, None)
+        h = h + a
         x = self.post_attention_layernorm(h)
         if isinstance(self.ffn_layer, SparseExperts):
             y, probs, sel = self.ffn_layer(x, dispatch)
-            return h + y, (probs, sel)
-        return h + self.ffn_layer(x), None
+            return h + y, (probs, sel), kv
+        return h + self.ffn_layer(x), None, kv
 
 
 class TimeMoeModel(nn.Module):
@@ -347,8 +363,11 @@ class OutputLayer(nn.Module):
 
 
 class TimeMoeForPrediction(nn.Module):
-    """forward(x (B, T) normalised series, dispatch) -> (hidden (B, T, D), routes), routes a
-    list with one (probs (B, T, E), sel (B, T, k)) per MoE layer."""
+    """forward(x (B, T) normalised series, dispatch, cache) -> (hidden (B, T, D), routes),
+    routes a list with one (probs (B, T, E), sel (B, T, k)) per MoE layer.
+
+    cache: None, or a dict that decoding passes from step to step: x then holds only the new
+    points; {"pos": positions seen, "kv": per-layer (k, v)} is read and updated in place."""
 
     def __init__(self, cfg: TimeMoeConfig):
         super().__init__()
@@ -367,15 +386,21 @@ class TimeMoeForPrediction(nn.Module):
                 if m.bias is not None:
                     m.bias.zero_()
 
-    def forward(self, x, dispatch: str = "auto"):
+    def forward(self, x, dispatch: str = "auto", cache: dict | None = None):
         t = x.shape[1]
+        p = cache.get("pos", 0) if cache is not None else 0
+        past = cache.get("kv") if cache is not None else None
         h = self.model.embed_layer(x.unsqueeze(-1))
-        cos, sin = rope_tables(self.config.head_dim, self.config.rope_theta, t, x.device)
-        routes = []
-        for layer in self.model.layers:
-            h, r = layer(h, cos.to(h.dtype), sin.to(h.dtype), dispatch)
+        cos, sin = rope_tables(self.config.head_dim, self.config.rope_theta, p + t, x.device)
+        cos, sin = cos[p:].to(h.dtype), sin[p:].to(h.dtype)
+        routes, kvs = [], []
+        for i, layer in enumerate(self.model.layers):
+            h, r, kv = layer(h, cos, sin, dispatch, past[i] if past is not None else None)
+            kvs.append(kv)
             if r is not None:
                 routes.append(r)
+        if cache is not None:
+            cache["pos"], cache["kv"] = p + t, kvs
         return self.model.norm(h), routes
 
 
@@ -555,16 +580,18 @@ class TimeMoe(Family):
             total = total + err.sum() / (valid.sum() * x.shape[0])
         return total / len(model.config.horizon_lengths)
 
-    def _step(self, model, seq: torch.Tensor, remaining: int, dispatch: str = "auto") -> torch.Tensor:
-        """One decode step on the normalised sequence (B, T): the longest head not longer than
-        ``remaining`` (else the first), read at the last position -> (B, min(h, remaining))."""
+    def _step(self, model, seq: torch.Tensor, remaining: int, dispatch: str = "auto",
+              cache: dict | None = None) -> torch.Tensor:
+        """One decode step on the normalised sequence (B, T) (with a cache: its new points):
+        the longest head not longer than ``remaining`` (else the first), read at the last
+        position -> (B, min(h, remaining))."""
         lens = model.config.horizon_lengths
         m = 0
         for i in range(1, len(lens)):
             if lens[i] > remaining:
                 break
             m = i
-        hidden, _ = model(seq, dispatch=dispatch)
+        hidden, _ = model(seq, dispatch=dispatch, cache=cache)
         out = model.lm_heads[m](hidden[:, -1])                                     # (B, h)
         return out[:, :remaining]
 
@@ -572,13 +599,12 @@ class TimeMoe(Family):
         c = context.float()
         mu, sd = _normalise(c)
         seq = (c - mu) / sd
-        outs, done = [], 0
-        while done < horizon:
-            y = self._step(model, seq, horizon - done, dispatch)
+        outs, done, cache = [], 0, {}
+        while done < horizon:  # with a KV cache, the same as rerunning the grown sequence
+            y = self._step(model, seq, horizon - done, dispatch, cache)
             outs.append(y)
             done += y.shape[1]
-            if done < horizon:
-                seq = torch.cat([seq, y], dim=1)
+            seq = y
         return Forecast(torch.cat(outs, dim=1) * sd + mu)
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
