@@ -2,9 +2,11 @@
 
 tsprune's own implementation; the published checkpoints ship remote code only, which never
 runs. It loads those checkpoints as published: the same state-dict names and shapes and the
-same config.json keys. It matches ``modeling_time_moe.py`` / ``configuration_time_moe.py`` of
-github.com/Time-MoE/Time-MoE (time_moe/models/, the files the Hugging Face repos carry, as of
-the 2024-10 release that added TimeMoE-200M; config written by transformers 4.40.1).
+same config.json keys. It matches ``modeling_time_moe.py`` / ``configuration_time_moe.py`` as
+published in github.com/Time-MoE/Time-MoE (time_moe/models/; the same files the Hub repos
+Maple728/TimeMoE-50M and -200M ship as remote code, their config.json written by
+transformers 4.40.1, weights in bfloat16, loaded here as float32). The Hub commit hash was
+not checkable offline: what is pinned is the layout (tests list every name and shape).
 
 Architecture (decoder-only, one token per time point, input_size 1):
   embed_layer:  act(gate_layer(x)) * emb_layer(x)                     (B, T, 1) -> (B, T, D)

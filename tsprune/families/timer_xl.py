@@ -3,8 +3,9 @@
 tsprune's own implementation; the checkpoint ships remote code only, which never runs. It
 loads the checkpoint as published: the same state-dict names and shapes and config.json
 keys. It matches ``modeling_timer.py`` / ``configuration_timer.py`` of the Hugging Face repo
-thuml/timer-base-84m as released with Timer-XL (2024-12, config written by transformers
-4.40.1; the same code OpenLTM and the sktime / Apache IoTDB ports carry).
+thuml/timer-base-84m as released with Timer-XL (config written by transformers 4.40.1; the
+same code the sktime and Apache IoTDB ports carry). The Hub commit hash was not checkable
+offline: what is pinned is the layout (tests list every name and shape).
 
 Architecture (decoder-only over patch tokens of P = input_token_len steps, post-norm):
   embed_layer.emb: Linear(P, D, no bias) on non-overlapping patches        (B, N, D)
