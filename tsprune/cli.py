@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", action="append", default=[], choices=["onnx"], help="export format")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where to compute (default: cuda when available; under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run of the same --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -176,12 +178,14 @@ def prune_config(a):
         do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
         opset=a.opset, dlinear=a.dlinear, seed=a.seed,
         command="tsprune " + " ".join(shlex.quote(s) for s in getattr(a, "argv", sys.argv[1:])), log_file=a.log_file,
-        quiet=a.quiet, verbose=a.verbose, resume=a.resume)
+        quiet=a.quiet, verbose=a.verbose, resume=a.resume, device=a.device)
 
 
 def _cmd_prune(a) -> int:
     from tsprune.pipeline import run
     r = run(prune_config(a))
+    if not r:  # a torchrun worker (rank > 0): rank 0 reports
+        return 0
     m = r["metrics"]
     best = m.get("pruned_finetuned") or m["pruned"]
     print(f"wrote {a.out}: params {r['params']['dense']:,} -> {r['params']['pruned']:,} "
@@ -206,14 +210,52 @@ def _cmd_eval(a) -> int:
     return 0
 
 
+MAX_LENGTH = 65536  # export: context and horizon, in steps (the graph's batch axis has the same cap)
+
+
+def _check_writable_file(path: str, arg: str) -> None:
+    """UserError now, before any work, when the file ``path`` cannot be created (a directory
+    there, a parent that is a file, /proc...). Leaves nothing behind."""
+    from pathlib import Path
+    p = Path(path).absolute()
+    if p.is_dir():
+        raise UserError(f"{arg}: {path!r} is a directory; expected a file path")
+    created, d = [], p.parent
+    while not d.exists() and d != d.parent:
+        created.append(d)
+        d = d.parent
+    probe = p.with_name(f".{p.name}.probe-{os.getpid()}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{arg}: cannot write to {path!r} ({e.strerror or e})") from None
+    finally:
+        for c in created:  # deepest first
+            try:
+                c.rmdir()
+            except OSError:
+                break
+
+
 def _cmd_export(a) -> int:
     from tsprune.atomic import check_out
     from tsprune.export import export_onnx
     from tsprune.model import load
     if not a.out.endswith(".onnx"):
         raise bad_arg("--out", a.out, "a path ending in .onnx")
+    for name, value in (("--context", a.context), ("--horizon", a.horizon)):
+        if not 1 <= value <= MAX_LENGTH:
+            raise bad_arg(name, value, f"a positive integer (at most {MAX_LENGTH})")
+    if not 18 <= a.opset <= 23:
+        raise bad_arg("--opset", a.opset, "an integer from 18 to 23")
     check_out(os.path.dirname(os.path.abspath(a.out)) or ".")
+    _check_writable_file(a.out, "--out")
     model = load(a.model)
+    max_ctx = model.family.max_context(model.module)
+    if max_ctx is not None and a.context > max_ctx:
+        raise bad_arg("--context", a.context, f"at most {max_ctx} for this {model.family.name} model")
     r = export_onnx(model, a.out, context=a.context, horizon=a.horizon, opset=a.opset)
     print(f"wrote {a.out} ({r['bytes'] / 1e6:.2f} MB, opset {r['opset']}, max abs err {r['max_abs_err']:.1e})")
     return 0
@@ -259,7 +301,10 @@ def main(argv=None) -> int:
         a.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for the report
         set_quiet(getattr(a, "quiet", False))
         if getattr(a, "log_file", None):
-            fh = logging.FileHandler(a.log_file)
+            try:
+                fh = logging.FileHandler(a.log_file)
+            except OSError as e:
+                raise UserError(f"--log-file: cannot write to {a.log_file!r} ({e.strerror or e})") from None
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             logging.getLogger("tsprune").addHandler(fh)
             logging.getLogger("tsprune").setLevel(logging.INFO)

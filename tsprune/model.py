@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from tsprune import __version__
 from tsprune.checkpoint import MANIFEST, check_weights, read_config, read_json, read_state_dict, write_model_dir
 from tsprune.errors import UserError
 from tsprune.families import Family, Forecast, detect, get
+from tsprune.hfutil import config_errors
 from tsprune.prune.surgery import AttentionShape
 
 MANIFEST_FORMAT = "tsprune-model/1"
@@ -53,9 +55,14 @@ class TSModel:
         """context (B, L) float -> Forecast(point (B, horizon), quantiles (B, horizon, Q))."""
         was = self.module.training
         self.module.eval()
+        p = next(self.module.parameters(), None)
+        dev = p.device if p is not None else torch.device("cpu")
         try:
-            parts = [self.family.forecast(self.module, c, horizon)
-                     for c in torch.as_tensor(context, dtype=torch.float32).split(batch_size)]
+            parts = []
+            for c in torch.as_tensor(context, dtype=torch.float32).split(batch_size):
+                f = self.family.forecast(self.module, c.to(dev), horizon)
+                parts.append(Forecast(f.point.cpu(), None if f.quantiles is None else f.quantiles.cpu(),
+                                      f.levels))
         finally:
             self.module.train(was)
         q = [p.quantiles for p in parts]
@@ -77,7 +84,7 @@ class TSModel:
                     a.num_heads, a.num_kv_heads, a.qk_head_dim, a.v_head_dim,
                     list(range(a.num_kv_heads))).to_json()
             for f in b.ffn:
-                ffn[f.owner] = self.module.get_submodule(f.inputs[0]).out_features
+                ffn[f.owner] = self.module.get_submodule(f.output).in_features  # = neurons
         # dead groups were removed from the structure: record them from the manifest we had
         old = self.manifest or {}
         for owner, shape in (old.get("attention") or {}).items():
@@ -106,33 +113,104 @@ def bundled_path(name: str) -> Path | None:
     return p if (p / "config.json").exists() else None
 
 
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+def _section(manifest: dict, key: str) -> dict:
+    """manifest[key] (default {}), which must map module paths to shapes."""
+    v = manifest.get(key, {})
+    if not isinstance(v, dict):
+        raise UserError(f"manifest: {key!r}: got a {type(v).__name__}; expected an object mapping "
+                        f"module paths to shapes")
+    bad = [k for k in v if not _MODULE_PATH.fullmatch(k)]
+    if bad:
+        raise UserError(f"manifest: {key!r}: {bad[0]!r} is not a module path (expected dotted "
+                        f"names such as 'model.layers.0.mlp')")
+    return v
+
+
+def _count(what: str, value, most: int, least: int = 0) -> int:
+    """A manifest size: an int in [least, most] (pruning only ever shrinks a module)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise UserError(f"manifest: {what}: got {value!r}; expected an integer from {least} to {most}")
+    return value
+
+
+def _attention_shape(owner: str, shape, g) -> AttentionShape:
+    """A manifest attention entry, checked against the dense group ``g``."""
+    try:
+        s = AttentionShape.from_json(shape)
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"manifest: attention {owner!r}: got {shape!r}; expected num_heads, "
+                        f"num_kv_heads, qk_head_dim, v_head_dim and kv_heads") from None
+    if _count(f"num_heads of {owner!r}", s.num_heads, g.num_heads) == 0:
+        return s  # dead attention: a constant
+    kv = _count(f"num_kv_heads of {owner!r}", s.num_kv_heads, g.num_kv_heads, 1)
+    if s.num_heads % kv:
+        raise UserError(f"manifest: attention {owner!r}: num_heads {s.num_heads} is not a multiple "
+                        f"of num_kv_heads {kv}")
+    # 0 is legal where Q/K dims are reducible: every RoPE pair pruned, uniform causal weights
+    _count(f"qk_head_dim of {owner!r}", s.qk_head_dim, g.qk_head_dim, 0 if g.qk_reducible else 1)
+    _count(f"v_head_dim of {owner!r}", s.v_head_dim, g.v_head_dim, 1)
+    heads = s.kv_heads
+    if heads and (len(heads) != kv or len(set(map(str, heads))) != kv
+                  or any(isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < g.num_kv_heads
+                         for h in heads)):
+        raise UserError(f"manifest: kv_heads of {owner!r}: got {heads!r}; expected {kv} distinct "
+                        f"indices below {g.num_kv_heads}")
+    if s.qk_dims is not None and not isinstance(s.qk_dims, list):
+        raise UserError(f"manifest: qk_dims of {owner!r}: got {s.qk_dims!r}; expected a list or null")
+    return s
+
+
 def _apply_manifest(family: Family, module: nn.Module, manifest: dict) -> None:
+    """Shrink a freshly built dense ``module`` to the manifest's shapes. Each entry is
+    checked before it is applied (a module path that exists, sizes no larger than the dense
+    ones), so that a malformed or hostile tsprune.json is a one-line UserError."""
     from tsprune.prune.structure import AttentionGroup, FFNGroup
 
     dense = family.structure(module)
-    for path, (rows, cols, bias) in manifest["linears"].items():
+    linears, attention, ffn = (_section(manifest, k) for k in ("linears", "attention", "ffn"))
+    groups_f = {f.owner: f for b in dense.blocks for f in b.ffn}
+    widths = {o: module.get_submodule(g.output).in_features for o, g in groups_f.items()
+              if o in ffn}  # dense widths, before the Linears are replaced
+    for path, spec in linears.items():
         try:
-            module.get_submodule(path)
+            old = module.get_submodule(path)
         except AttributeError:
             raise UserError(f"manifest: Linear {path!r} does not exist in a {family.name} model") from None
+        if not isinstance(old, nn.Linear):
+            raise UserError(f"manifest: {path!r} is a {type(old).__name__}, not a Linear, in a "
+                            f"{family.name} model")
+        if not isinstance(spec, list) or len(spec) != 3 or not isinstance(spec[2], bool):
+            raise UserError(f"manifest: Linear {path!r}: got {spec!r}; expected [out_features, "
+                            f"in_features, has_bias]")
+        rows = _count(f"out_features of {path!r}", spec[0], old.out_features)
+        cols = _count(f"in_features of {path!r}", spec[1], old.in_features)
+        bias = spec[2]
         new = nn.Linear(int(cols), int(rows), bias=bool(bias), device="meta")
         new = new.to_empty(device="cpu")
         module.set_submodule(path, new)
     groups_a = {a.owner: a for b in dense.blocks for a in b.attention}
-    groups_f = {f.owner: f for b in dense.blocks for f in b.ffn}
-    for owner, shape in manifest.get("attention", {}).items():
+    for owner, shape in attention.items():
         if owner not in groups_a:
             raise UserError(f"manifest: attention {owner!r} does not exist in the model")
-        family.resize_attention(module, groups_a[owner], AttentionShape.from_json(shape))
-    for owner, width in manifest.get("ffn", {}).items():
+        family.resize_attention(module, groups_a[owner], _attention_shape(owner, shape, groups_a[owner]))
+    for owner, width in ffn.items():
         if owner not in groups_f:
             raise UserError(f"manifest: FFN {owner!r} does not exist in the model")
         g: FFNGroup = groups_f[owner]
+        width = _count(f"FFN width of {owner!r}", width, widths[owner])
         if width == 0:
             # a dead FFN collapses to its output bias: give the output Linear its shape
             pass
         family.resize_ffn(module, g, int(width))
     _ = AttentionGroup  # typing only
+
+
+def _brief(e: BaseException) -> str:
+    """An exception's message on one line, at most 300 characters."""
+    return " ".join(str(e).split())[:300]
 
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
@@ -165,16 +243,24 @@ def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
                             f"({family.name!r})")
     check_weights(p)
     if manifest is None:
-        module = family.load_dense(p, config)
+        try:
+            module = family.load_dense(p, config)
+        except config_errors() as e:  # a config.json the family's loader cannot build
+            raise UserError(f"--model: cannot load {p} as {family.name} ({type(e).__name__}: "
+                            f"{_brief(e)})") from None
     else:
         state = read_state_dict(p)
         try:
             module = family.build(config)
-        except (TypeError, ValueError) as e:
+        except config_errors() as e:
             raise UserError(f"config.json: cannot build a {family.name} model from "
-                            f"{p / 'config.json'} ({e})") from None
+                            f"{p / 'config.json'} ({type(e).__name__}: {_brief(e)})") from None
         if manifest.get("extra"):  # family units removed before channel pruning (MoE experts)
-            family.apply_extra(module, manifest["extra"])
+            try:
+                family.apply_extra(module, manifest["extra"])
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+                raise UserError(f"manifest: 'extra' does not fit this {family.name} model "
+                                f"({type(e).__name__}: {_brief(e)})") from None
         _apply_manifest(family, module, manifest)
         try:
             missing, unexpected = module.load_state_dict(state, strict=False)

@@ -60,6 +60,7 @@ class RunConfig:
     quiet: bool = False
     verbose: bool = False
     resume: bool = False
+    device: str = "auto"
 
     def __post_init__(self):
         for e in self.export:
@@ -67,6 +68,10 @@ class RunConfig:
                 raise bad_arg("--export", e, "'onnx'")
         if not isinstance(self.opset, int) or not 18 <= self.opset <= 23:
             raise bad_arg("--opset", self.opset, "an integer from 18 to 23")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise bad_arg("--seed", self.seed, "an integer from 0 to 2**63 - 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise bad_arg("--device", self.device, "auto, cpu or cuda")
         check_out(self.out)
 
 
@@ -107,11 +112,59 @@ def run(cfg: RunConfig) -> dict:
     """Run the job; returns the report (also written as report.json / .md / .html)."""
     was_quiet = is_quiet()
     set_quiet(was_quiet or cfg.quiet)
+    from tsprune.distributed import init_from_env, world
+    device = init_from_env(cfg.device)
+    rank, n = world()
+    if n > 1 and cfg.resume:
+        raise bad_arg("--resume", True, "a single-process run (resume is not supported under torchrun)")
     try:
-        with log_to_file(cfg.log_file), log_to_stderr(cfg.verbose):
-            return _run(cfg)
+        with log_to_file(cfg.log_file if rank == 0 else None), log_to_stderr(cfg.verbose and rank == 0):
+            if rank != 0:
+                set_quiet(True)
+                return _run_worker(cfg, device)
+            report = _run(cfg, device)
+            if n > 1:
+                from tsprune.distributed import barrier
+                barrier()  # the workers wait for rank 0's evaluation and output
+            return report
     finally:
         set_quiet(was_quiet)
+
+
+def _windows(cfg: RunConfig, model, data):
+    fam, mod = model.family, model.module
+    L, H = cfg.data.context, cfg.data.horizon
+    max_ctx = fam.max_context(mod)
+    if max_ctx is not None and L > max_ctx:
+        raise bad_arg("--context", L, f"at most {max_ctx} for this {fam.name} model")
+    out_h = fam.output_horizon(mod)
+    train_h = min(H, out_h) if (out_h and fam.autoregressive) else H
+    return train_h, data.windows("train", horizon=train_h), data.windows("val", horizon=train_h)
+
+
+def _run_worker(cfg: RunConfig, device) -> dict:
+    """Ranks > 0 under torchrun: the same collective phases as rank 0 (dense fine-tuning,
+    scoring or search, pruned fine-tuning), no evaluation and no output."""
+    torch.manual_seed(cfg.seed)
+    model = load(cfg.model)
+    model.module.to(device)
+    data = prepare(cfg.data)
+    fam = model.family
+    _, train, val = _windows(cfg, model, data)
+    ft_cfg = cfg.finetune if cfg.search is None else _with_lr_grid(cfg.finetune, fam)
+    if cfg.compare_finetune:
+        finetune(model.clone(), train, val, ft_cfg, show_progress=False)
+    if cfg.search is not None:
+        from tsprune.search import search
+        plan = search(model, train, val, cfg.prune, cfg.search, show_progress=False).plan
+    else:
+        plan = score(model, train, val, cfg.prune, show_progress=False)
+    pruned = apply(model, plan)
+    if cfg.do_finetune:
+        finetune(pruned, train, val, ft_cfg, show_progress=False)
+    from tsprune.distributed import barrier
+    barrier()
+    return {}
 
 
 class _Phases:
@@ -155,7 +208,7 @@ def _fingerprint(cfg: RunConfig) -> dict:
     return d
 
 
-def _run(cfg: RunConfig) -> dict:
+def _run(cfg: RunConfig, device=None) -> dict:
     torch.manual_seed(cfg.seed)
     show = not is_quiet()
     timings: dict[str, float] = {}
@@ -183,16 +236,15 @@ def _run(cfg: RunConfig) -> dict:
         try:
             with timed("load"):
                 model = load(cfg.model)
+                if device is not None:
+                    model.module.to(device)
                 data = prepare(cfg.data)
             fam, mod = model.family, model.module
             L, H = cfg.data.context, cfg.data.horizon
-            max_ctx = fam.max_context(mod)
-            if max_ctx is not None and L > max_ctx:
-                raise bad_arg("--context", L, f"at most {max_ctx} for this {fam.name} model")
-            out_h = fam.output_horizon(mod)
-            train_h = min(H, out_h) if (out_h and fam.autoregressive) else H
-            train = data.windows("train", horizon=train_h)
-            val = data.windows("val", horizon=train_h)
+            train_h, train, val = _windows(cfg, model, data)
+            from tsprune.distributed import world
+            if world()[1] > 1:
+                ck = None  # checkpoints are for single-process --resume
             test = data.windows("test", stride=1)  # TSLib: every test window
             horizons = [H]
             metrics: dict[str, dict | None] = {}
@@ -207,7 +259,8 @@ def _run(cfg: RunConfig) -> dict:
                         dense = model.clone()
                         ftd = finetune(dense, train, val, cfg.finetune if cfg.search is None else
                                        _with_lr_grid(cfg.finetune, fam), show_progress=show,
-                                       log=rl.phase("finetune_dense"), checkpoint=ck / "finetune_dense")
+                                       log=rl.phase("finetune_dense"),
+                                       checkpoint=ck and ck / "finetune_dense")
                     with timed("finetuned_dense_eval"):
                         ph.put("finetune_dense", {"ft": ftd.to_json(), "metrics": _metrics(
                             evaluate(dense, test, horizons, desc="fine-tuned dense"))})
@@ -230,7 +283,7 @@ def _run(cfg: RunConfig) -> dict:
                 else:
                     with timed("prune_score"):
                         plan = score(model, train, val, cfg.prune, show_progress=show,
-                                     log=rl.phase("prune"), checkpoint=ck / "score")
+                                     log=rl.phase("prune"), checkpoint=ck and ck / "score")
                 plan.save(tmp / "plan.json")
                 ph.put("score", {"search": search_json})
             plan = Plan.load(tmp / "plan.json")
@@ -247,11 +300,14 @@ def _run(cfg: RunConfig) -> dict:
                 if ph.get("finetune_pruned") is None:
                     with timed("finetune_pruned"):
                         ftp = finetune(pruned, train, val, ft_cfg, show_progress=show,
-                                       log=rl.phase("finetune_pruned"), checkpoint=ck / "finetune_pruned")
-                        pruned.save(ck / "pruned_finetuned")
+                                       log=rl.phase("finetune_pruned"),
+                                       checkpoint=ck and ck / "finetune_pruned")
+                        pruned.save(tmp / "checkpoints" / "pruned_finetuned")
                     ph.put("finetune_pruned", ftp.to_json())
                 else:
-                    pruned = load(ck / "pruned_finetuned")
+                    pruned = load(tmp / "checkpoints" / "pruned_finetuned")
+                    if device is not None:
+                        pruned.module.to(device)
                 ft = ph.get("finetune_pruned")
                 if ph.get("pruned_finetuned_eval") is None:
                     with timed("pruned_finetuned_eval"):
@@ -327,7 +383,7 @@ def _run(cfg: RunConfig) -> dict:
             write_reports(report, tmp)
             # the output holds results only: checkpoints and phase state go
             import shutil
-            shutil.rmtree(ck, ignore_errors=True)
+            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
             (tmp / "state.json").unlink(missing_ok=True)
         finally:
             rl.close()

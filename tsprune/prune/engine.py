@@ -155,6 +155,11 @@ class Importance:
             self.first[(p, s)] = bool(f)
 
 
+def _device(module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def _dist_world() -> int:
     import torch.distributed as dist
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -195,7 +200,8 @@ def masked_loss(model, masks: MaskSet | None, dataset, batch_size: int = 256) ->
         for i, (c, t) in enumerate(dataset.batches(batch_size)):
             if i % world != rank:  # under torch.distributed each rank takes every world-th batch
                 continue
-            loss = model.family.loss(model.module, c, t)
+            dev = _device(model.module)
+            loss = model.family.loss(model.module, c.to(dev), t.to(dev))
             total += float(loss) * c.shape[0]
             n += c.shape[0]
     model.module.train(was)
@@ -380,6 +386,8 @@ def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str,
     gradients (the mask is shared by the calls): the reference path sums the leaves'
     gradients, the fused path concatenates the calls' tokens before reducing."""
     family, module = model.family, model.module
+    dev = _device(module)
+    c, t = c.to(dev), t.to(dev)
     if scorer == "reference":
         with attach(module, masks, "reference") as leaves:
             loss = family.loss(module, c, t)

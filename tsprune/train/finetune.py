@@ -76,7 +76,8 @@ class _LossModule(nn.Module):
         self.family, self.module = family, module
 
     def forward(self, c, t):
-        loss = self.family.loss(self.module, c, t)
+        dev = next(self.module.parameters()).device
+        loss = self.family.loss(self.module, c.to(dev), t.to(dev))
         aux = self.family.aux_loss(self.module)
         return loss if aux is None else loss + aux
 
