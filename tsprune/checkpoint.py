@@ -26,8 +26,8 @@ def inside(root: Path, name: str, what: str) -> Path:
         raise UserError(f"{what}: got {name!r}; expected a file name inside {root}")
     root_r = root.resolve()
     p = (root / name).resolve()
-    if p != root_r and root_r not in p.parents:
-        raise UserError(f"{what}: {name!r} points outside the model directory {root}")
+    if root_r not in p.parents:  # root itself is not a file inside it either
+        raise UserError(f"{what}: {name!r} is not a file inside the model directory {root}")
     return p
 
 
@@ -72,9 +72,15 @@ def weight_files(model_dir: str | os.PathLike) -> list[Path]:
         return [d / WEIGHTS]
     if (d / INDEX).exists():
         index = read_json(d / INDEX, "weights index")
-        files = sorted(set((index.get("weight_map") or {}).values()))
-        if not files:
-            raise UserError(f"weights index: {d / INDEX} has no weight_map")
+        wm = index.get("weight_map")
+        if not isinstance(wm, dict) or not wm:
+            raise UserError(f"weights index: {d / INDEX} has no weight_map (expected an object "
+                            f"mapping tensor names to file names)")
+        bad = [f for f in wm.values() if not isinstance(f, str)]
+        if bad:
+            raise UserError(f"weights index: got {bad[0]!r} in {d / INDEX}; expected a file name "
+                            f"inside {d}")
+        files = sorted(set(wm.values()))
         return [inside(d, f, "weights index") for f in files]
     pickles = [n for n in PICKLE_NAMES if (d / n).exists()]
     if pickles:

@@ -21,6 +21,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
         raise UserError(f"{self.prog}: {message}")
 
+    def _get_values(self, action, arg_strings):
+        # Python < 3.12 drops a lone "--" value (`--context=--`) and stores [] unconverted
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one argument, got '--'")
+        return super()._get_values(action, arg_strings)
+
 
 def _floats(name):
     def parse(s):

@@ -25,6 +25,18 @@ def hf_quiet():
             hf_logging.enable_progress_bar()
 
 
+def config_errors() -> tuple[type[BaseException], ...]:
+    """What building a model from a bad config.json raises: the usual Python errors and
+    huggingface_hub's strict-dataclass validation errors (a field of the wrong type), which
+    derive from Exception only."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, TypeError, KeyError)
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        return errors
+    return errors + (StrictDataclassError,)
+
+
 def from_pretrained_local(cls, path, family: str):
     """transformers' loader (it applies the v5 checkpoint-name conversions) restricted to
     local safetensors and no remote code; errors become one-line UserErrors."""
@@ -33,7 +45,7 @@ def from_pretrained_local(cls, path, family: str):
         with hf_quiet():
             model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
                                         trust_remote_code=False)
-    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
+    except config_errors() as e:
         raise UserError(f"--model: cannot load {path} as {family} ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                        f"{' '.join(str(e).split())[:300]})") from None
     return model.eval()

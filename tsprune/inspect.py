@@ -148,8 +148,15 @@ def inspect_onnx(path: Path) -> dict:
     import onnx
     try:
         proto = onnx.load(str(path))
+        # protobuf parses an empty file, or one cut at a field boundary, without complaint:
+        # a graph and an opset are required, and the checker catches dangling references
+        if not proto.HasField("graph") or not proto.opset_import:
+            raise ValueError("no graph or no opset (empty or truncated)")
+        onnx.checker.check_model(str(path))  # by path: graphs over 2 GB too
     except Exception as e:  # noqa: BLE001 - any parse failure is a user error here
-        raise UserError(f"inspect: {path} is not a readable ONNX file ({type(e).__name__})") from None
+        detail = " ".join(str(e).split())[:160]
+        raise UserError(f"inspect: {path} is not a readable ONNX file ({type(e).__name__}"
+                        f"{': ' + detail if detail else ''})") from None
     inits = {i.name: i for i in proto.graph.initializer}
     ops: dict[str, int] = {}
     for n in proto.graph.node:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tsprune.errors import UserError
+
 
 class RunLog:
     def __init__(self, path: str | Path | None):
@@ -49,7 +51,10 @@ def log_to_file(path: str | Path | None, logger: str = "tsprune"):
     if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in lg.handlers):
         yield
         return
-    fh = logging.FileHandler(target)
+    try:
+        fh = logging.FileHandler(target)
+    except OSError as e:
+        raise UserError(f"--log-file: cannot write to {str(path)!r} ({e.strerror or e})") from None
     fh.setLevel(logging.INFO)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     old_level = lg.level

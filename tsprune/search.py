@@ -31,6 +31,10 @@ class SearchConfig:
         if not self.emas or any(not 0 < a <= 1 for a in self.emas):
             raise bad_arg("--search-emas", self.emas, "numbers in (0, 1]")
         object.__setattr__(self, "emas", tuple(float(a) for a in self.emas))
+        for name in ("calib_samples", "val_samples"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise bad_arg(f"--search-{name.replace('_', '-')}", v, "a positive integer or none")
 
 
 @dataclass

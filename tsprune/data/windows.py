@@ -36,8 +36,10 @@ class WindowDataset(Dataset):
         self.series = series
         self.per_channel = count_windows(first_target, end, horizon, stride)
         lo = first_target - context
-        # (C, per_channel, L + H): a strided view of `series`
-        self.view = series[:, lo:end].unfold(1, context + horizon, stride)[:, : self.per_channel]
+        # (C, per_channel, L + H): a strided view of `series`; a step beyond the rows gives
+        # the same single window as the stride itself and never overflows int64
+        step = min(stride, max(1, end - lo))
+        self.view = series[:, lo:end].unfold(1, context + horizon, step)[:, : self.per_channel]
         self.index = index  # sorted flat item ids of a subset, or None for all
 
     @property

@@ -101,7 +101,8 @@ def main(argv=None):  # pragma: no cover - development helper
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--flip", action="store_true", help="force_flip_invariance=True")
     a = ap.parse_args(argv)
-    model = TimesFm2_5ModelForPrediction.from_pretrained(a.model_dir)
+    model = TimesFm2_5ModelForPrediction.from_pretrained(a.model_dir, local_files_only=True,
+                                                         use_safetensors=True, trust_remote_code=False)
     model.config.force_flip_invariance = a.flip
     res = evaluate(model, a.names.split(","), a.data_dir, stride=a.stride)
     for k, v in res.items():
