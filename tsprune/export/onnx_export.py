@@ -56,20 +56,35 @@ def onnx_parity(path: str | os.PathLike, module: torch.nn.Module, context: int, 
 
 
 def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, opset: int = 18,
-                atol: float = 1e-4, metadata: dict | None = None, check: bool = True) -> dict:
+                atol: float = 1e-4, metadata: dict | None = None, check: bool = True,
+                graph: str = "optimized", dynamic_context: bool = False, fp16: bool = False) -> dict:
     """Export ``model`` (TSModel) to ``path``; returns {"path", "max_abs_err", ...}.
 
-    The file is written to a temporary name and renamed only after onnx.checker and the
-    parity check pass; on failure nothing is left at ``path`` and ExportError is raised.
+    graph: "optimized" (the family's export adapter, tsprune.export.adapters) or
+    "reference" (the family's forecasting code traced as is). dynamic_context: make the
+    context axis dynamic where the adapter allows it (parity is then checked at several
+    lengths). fp16: trace the adapter in half precision (its normalisation stays float32);
+    parity is recorded but not held to ``atol``.
+
+    The dynamo exporter's per-node debug metadata is stripped and identical initializers
+    are shared. The file is written to a temporary name and renamed only after
+    onnx.checker and the parity check pass; on failure nothing is left at ``path`` and
+    ExportError is raised.
     """
     import onnx
+
+    from .adapters import export_module
+    from .graph import dedupe_initializers, set_metadata, strip_debug
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    module = model.family.export_module(model.module, context, horizon).eval()
+    module, dyn = export_module(model, context, horizon, graph=graph, dynamic_context=dynamic_context,
+                                dtype=torch.float16 if fp16 else torch.float32)
     x = _fresh_inputs(2, context, seed=0)
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    shapes = {0: torch.export.Dim("batch", min=1, max=65536)}
+    if dyn:
+        shapes[1] = torch.export.Dim("context", min=1, max=65536)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in ("torch.onnx", "torch.export", "onnxscript"):
@@ -81,8 +96,7 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
         try:
             prog = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset,
                                      input_names=["context"], output_names=names,
-                                     dynamic_shapes=({0: batch},), verbose=False,
-                                     optimize=True)
+                                     dynamic_shapes=(shapes,), verbose=False, optimize=True)
             prog.save(str(tmp))
         except Exception as e:  # noqa: BLE001 - surface exporter failures as ExportError
             tmp.unlink(missing_ok=True)
@@ -90,21 +104,27 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     try:
         proto = onnx.load(str(tmp))
+        stripped = strip_debug(proto)
+        shared = dedupe_initializers(proto)
         meta = {"tsprune_version": __version__, "family": model.family.name,
-                "context": str(context), "horizon": str(horizon), "opset": str(opset)}
+                "context": str(context), "horizon": str(horizon), "opset": str(opset),
+                "graph": graph, "dynamic_context": "true" if dyn else "false",
+                "precision": "fp16" if fp16 else "fp32"}
+        max_ctx = model.family.max_context(model.module)
+        if dyn and max_ctx:
+            meta["context_max"] = str(max_ctx)
         for k, v in (metadata or {}).items():
             meta[k] = v if isinstance(v, str) else json.dumps(v)
-        del proto.metadata_props[:]
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
+        set_metadata(proto, meta)
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp))
-        result = {"path": str(path), "opset": opset, "outputs": names, "metadata": meta}
+        result = {"path": str(path), "opset": opset, "outputs": names, "metadata": meta,
+                  "graph": graph, "dynamic_context": dyn, "nodes": len(proto.graph.node),
+                  "debug_bytes_stripped": stripped, "initializers_shared": shared}
         if check:
-            par = onnx_parity(tmp, module, context)
+            par = check_parity(tmp, model, context, horizon, dynamic_context=dyn)
             result.update(par)
-            if not np.isfinite(par["max_abs_err"]) or par["max_abs_err"] > atol:
+            if not np.isfinite(par["max_abs_err"]) or (not fp16 and par["max_abs_err"] > atol):
                 raise ExportError(f"ONNX parity failed: max abs error {par['max_abs_err']:.3g} > "
                                   f"tolerance {atol:g} ({par['per_output']})")
         os.replace(tmp, path)
@@ -112,3 +132,26 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
         return result
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def parity_contexts(context: int, dynamic_context: bool) -> list[int]:
+    """Context lengths parity is checked at: the export's, plus for a dynamic context
+    axis a shorter one that is not a multiple of a typical patch and a longer one."""
+    if not dynamic_context:
+        return [context]
+    return sorted({context, max(1, context // 2 - 5), context + 17})
+
+
+def check_parity(path, model, context: int, horizon: int, *, dynamic_context: bool = False,
+                 providers=None) -> dict:
+    """onnx_parity of ``path`` against the family's own forecasting code (the reference
+    wrapper, not the traced adapter) at every length of parity_contexts."""
+    worst: dict | None = None
+    by_context = {}
+    for L in parity_contexts(context, dynamic_context):
+        ref = model.family.export_module(model.module, L, horizon).eval()
+        par = onnx_parity(path, ref, L, providers=providers)
+        by_context[str(L)] = par["max_abs_err"]
+        if worst is None or not par["max_abs_err"] <= worst["max_abs_err"]:
+            worst = par
+    return {**worst, "by_context": by_context}
