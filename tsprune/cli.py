@@ -123,14 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--quiet", action="store_true")
 
-    x = sub.add_parser("export", help="export a model directory to ONNX")
-    x.add_argument("--model", default="nano")
-    x.add_argument("--format", default="onnx", choices=["onnx"])
-    x.add_argument("--out", required=True, help="output .onnx file")
-    x.add_argument("--context", type=int, default=512)
-    x.add_argument("--horizon", type=int, default=96)
-    x.add_argument("--opset", type=int, default=18)
-    x.add_argument("--quiet", action="store_true")
+    x = sub.add_parser("export", help="export a model to ONNX (fp32/fp16/int8) or a Triton model repository")
+    from tsprune.export.command import add_arguments as add_export_arguments
+    add_export_arguments(x)
 
     i = sub.add_parser("inspect", help="per-layer heads, widths and parameters of a model or ONNX graph")
     i.add_argument("path", help="model directory, bundled name, or .onnx file")
@@ -247,24 +242,29 @@ def _check_writable_file(path: str, arg: str) -> None:
 
 def _cmd_export(a) -> int:
     from tsprune.atomic import check_out
-    from tsprune.export import export_onnx
+    from tsprune.export.command import run as run_export
+    from tsprune.export.command import variant_config
     from tsprune.model import load
-    if not a.out.endswith(".onnx"):
+    if a.format == "onnx" and not a.out.endswith(".onnx"):
         raise bad_arg("--out", a.out, "a path ending in .onnx")
     for name, value in (("--context", a.context), ("--horizon", a.horizon)):
         if not 1 <= value <= MAX_LENGTH:
             raise bad_arg(name, value, f"a positive integer (at most {MAX_LENGTH})")
     if not 18 <= a.opset <= 23:
         raise bad_arg("--opset", a.opset, "an integer from 18 to 23")
-    check_out(os.path.dirname(os.path.abspath(a.out)) or ".")
-    _check_writable_file(a.out, "--out")
+    cfg = variant_config(a)  # bad --precision/--quantize combinations fail before any work
+    if a.format == "onnx":
+        check_out(os.path.dirname(os.path.abspath(a.out)) or ".")
+        _check_writable_file(a.out, "--out")
+    else:
+        check_out(a.out)
+    if a.data is not None and not os.path.exists(a.data):
+        raise UserError(f"--data: {a.data!r} does not exist")
     model = load(a.model)
     max_ctx = model.family.max_context(model.module)
     if max_ctx is not None and a.context > max_ctx:
         raise bad_arg("--context", a.context, f"at most {max_ctx} for this {model.family.name} model")
-    r = export_onnx(model, a.out, context=a.context, horizon=a.horizon, opset=a.opset)
-    print(f"wrote {a.out} ({r['bytes'] / 1e6:.2f} MB, opset {r['opset']}, max abs err {r['max_abs_err']:.1e})")
-    return 0
+    return run_export(a, model, cfg, _data_config)
 
 
 def _cmd_inspect(a) -> int:
