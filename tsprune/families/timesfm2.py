@@ -1,0 +1,266 @@
+"""TimesFM 2.0 (`transformers` TimesFmModelForPrediction, model_type ``timesfm``; the
+google/timesfm-2.0-500m-pytorch layout).
+
+Decoder-only patch transformer: patches of ``patch_length`` steps concatenated with their
+padding flags go through a residual input block; a frequency embedding (freq 0, 1 or 2) is
+added; causal attention with a learned per-dim query scaling and padded patches masked as
+keys; a ReLU MLP (gate_proj -> relu -> down_proj, pre-LayerNorm, padded rows zeroed, own
+residual). Instance normalisation uses the mean and std of the first patch with at least 3
+observed values. Each position predicts ``horizon_length`` steps x (mean + quantiles); the
+forecast reads the last position, and longer horizons roll out as upstream TimesFM decodes:
+append the mean forecast (unpadded), keep the last ``context_length`` steps, decode again.
+
+Masked Linears (METHOD.md s.7): self_attn q/k/v (the reference's fused ``qkv_proj``;
+transformers stores q_proj, k_proj, v_proj separately, so each has its own input mask) and
+o_proj; mlp gate_proj and down_proj. Unlike the reference, which only masks the fused qkv,
+tsprune also slices attention, because the unfused layout makes it exact: whole heads, the
+V head dim and the Q/K head dim (no RoPE, no q/k norms) are reduced uniformly across heads.
+A pruned attention keeps the per-dim query scaling per head, (heads, qk_dim), since heads
+keep different Q/K dims. FFN neurons are sliced. Input block, frequency embedding and
+output block stay dense.
+
+Context: contexts longer than ``context_length`` keep the last ``context_length`` steps;
+shorter ones are left-padded to a multiple of ``patch_length`` with padding flags (upstream
+pads to ``context_length``: the same forecast, fewer padded patches). Frequency: 0 (the
+upstream default; sub-daily and daily data).
+
+Native loss: MSE of the mean channel over the first H steps of the last position's output
+patch, in the data's units (as transformers' own loss; the quantile channels are not
+trained, METHOD.md s.2: "MSE for TimesFM").
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsprune.errors import missing_extra
+from tsprune.hfutil import from_pretrained_local
+from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.surgery import AttentionShape
+
+from .base import Constant, Family, Forecast
+
+try:
+    from transformers import TimesFmConfig, TimesFmModelForPrediction
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.timesfm import modeling_timesfm as _hf
+except ImportError:  # pragma: no cover - transformers is a core dependency
+    TimesFmConfig = TimesFmModelForPrediction = None
+
+FREQ = 0  # TimesFM frequency class: 0 high (up to daily), 1 medium (weekly, monthly), 2 low
+
+
+def _need_hf():
+    if TimesFmModelForPrediction is None:
+        raise missing_extra("transformers>=5 (TimesFm)", "timesfm")
+
+
+class PrunedAttention(nn.Module):
+    """TimesFM 2.0 attention with its own shapes: heads, Q/K head dim, V head dim.
+
+    Reuses the upstream projections. ``scaling`` is (qk_head_dim,) shared by all heads, as
+    upstream, or (num_heads, qk_head_dim) once Q/K dims were reduced per head.
+    forward(hidden (B, T, D), attention_mask (B, 1, T, T)) -> (out (B, T, D), None).
+    """
+
+    def __init__(self, src: nn.Module, shape: AttentionShape):
+        super().__init__()
+        self.config = src.config
+        self.layer_idx = src.layer_idx
+        self.is_causal = True
+        self.attention_dropout = src.attention_dropout
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = src.q_proj, src.k_proj, src.v_proj, src.o_proj
+        self.scaling = src.scaling
+        self.set_shape(shape)
+
+    def set_shape(self, shape: AttentionShape) -> None:
+        self.num_heads = shape.num_heads
+        self.head_dim = shape.qk_head_dim
+        self.v_head_dim = shape.v_head_dim
+        self.num_key_value_groups = 1
+        self.tsprune_shape = shape.to_json()
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        b, t = hidden_states.shape[:2]
+        h = self.num_heads
+        q = self.q_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)  # (B, H, T, dq)
+        scale = F.softplus(self.scaling).mul(1.442695041 / math.sqrt(self.head_dim))
+        q = q * (scale[None, :, None, :] if scale.dim() == 2 else scale[None, None, None, :])
+        k = self.k_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(b, t, h, self.v_head_dim).transpose(1, 2)  # (B, H, T, dv)
+        attn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                     _hf.simple_eager_attention_forward)
+        out, _ = attn(self, q, k, v, attention_mask,
+                      dropout=self.attention_dropout if self.training else 0.0, scaling=1.0)
+        out = out.reshape(b, t, h * self.v_head_dim)  # (B, T, H * dv)
+        return self.o_proj(out), None
+
+
+class DeadMLP(nn.Module):
+    """A TimesFM MLP whose neurons are all pruned: x + bias * (1 - padding)."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x, paddings=None):
+        out = self.bias.to(x.dtype).expand(x.shape)
+        if paddings is not None:
+            out = out * (1.0 - paddings[:, :, None])
+        return out + x
+
+
+class TimesFm2(Family):
+    name = "timesfm2"
+    model_types = ("timesfm",)
+    architectures = ("TimesFmModelForPrediction",)
+    autoregressive = True
+    prune_epochs = 1
+    finetune_epochs = 1
+    default_ratio = 0.1
+    ratio_grid = (0.01, 0.05, 0.1, 0.15)
+    default_lr = 1e-7
+    lr_grid = (1e-7, 1e-8, 1e-9)
+
+    # ---- loading --------------------------------------------------------------------
+    def build(self, config: dict) -> nn.Module:
+        _need_hf()
+        cfg = {k: v for k, v in config.items() if k not in ("architectures", "transformers_version",
+                                                             "model_type", "dtype", "torch_dtype")}
+        return TimesFmModelForPrediction(TimesFmConfig(**cfg)).eval()
+
+    def load_dense(self, path, config: dict) -> nn.Module:
+        _need_hf()
+        return from_pretrained_local(TimesFmModelForPrediction, path, self.name)
+
+    def config_dict(self, model: nn.Module) -> dict:
+        return model.config.to_dict()
+
+    def context_multiple(self, model) -> int:
+        return int(model.config.patch_length)
+
+    def max_context(self, model) -> int:
+        return int(model.config.context_length)
+
+    def output_horizon(self, model) -> int:
+        return int(model.config.horizon_length)
+
+    # ---- structure --------------------------------------------------------------------
+    def structure(self, model: nn.Module) -> ModelStructure:
+        cfg = model.config
+        blocks = []
+        for i, layer in enumerate(model.decoder.layers):
+            pre = f"decoder.layers.{i}"
+            att, mlp = layer.self_attn, layer.mlp
+            groups = ()
+            if not isinstance(att, Constant):
+                groups = (AttentionGroup(
+                    owner=f"{pre}.self_attn", q=f"{pre}.self_attn.q_proj", k=f"{pre}.self_attn.k_proj",
+                    v=f"{pre}.self_attn.v_proj", o=f"{pre}.self_attn.o_proj",
+                    num_heads=getattr(att, "num_heads", cfg.num_attention_heads),
+                    num_kv_heads=getattr(att, "num_heads", cfg.num_attention_heads),
+                    qk_head_dim=att.head_dim, v_head_dim=getattr(att, "v_head_dim", att.head_dim),
+                    qk_reducible=True, rope=False),)
+            ffn = ()
+            if not isinstance(mlp, DeadMLP):
+                ffn = (FFNGroup(owner=f"{pre}.mlp", inputs=(f"{pre}.mlp.gate_proj",),
+                                output=f"{pre}.mlp.down_proj"),)
+            blocks.append(BlockStructure(
+                index=i, attention=groups, ffn=ffn,
+                dead_attention=(f"{pre}.self_attn",) if not groups else (),
+                dead_ffn=(f"{pre}.mlp",) if not ffn else ()))
+        return ModelStructure(blocks)
+
+    def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
+        att = model.get_submodule(group.owner)
+        if shape.num_heads == 0:
+            o = att.o_proj
+            model.set_submodule(group.owner, Constant(o.out_features, o.bias, tuple_output=True))
+            return
+        # query scaling of the kept heads and dims: (H', dq') when dims differ per head
+        s = att.scaling.detach()
+        heads = torch.as_tensor(shape.kv_heads or list(range(shape.num_heads)), dtype=torch.long)
+        if shape.qk_dims is not None:
+            dims = torch.as_tensor(shape.qk_dims, dtype=torch.long)                  # (H', dq')
+            new = s[heads[:, None], dims] if s.dim() == 2 else s[dims]
+        else:
+            new = s[heads] if s.dim() == 2 else s
+        if not isinstance(att, PrunedAttention):
+            att = PrunedAttention(att, shape)
+            model.set_submodule(group.owner, att)
+        att.set_shape(shape)
+        if new is not s:
+            att.scaling = nn.Parameter(new.clone(), requires_grad=att.scaling.requires_grad)
+
+    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
+        if width == 0:
+            model.set_submodule(group.owner, DeadMLP(model.get_submodule(group.output).bias))
+
+    # ---- forecasting --------------------------------------------------------------------
+    def _prepare(self, model, context: torch.Tensor):
+        """(B, L) -> last context_length steps, left-padded to a multiple of the patch
+        length; padding (B, L') float, 1 = padded."""
+        cfg = model.config
+        x = context[:, -int(cfg.context_length):]
+        b, n = x.shape
+        pad = (-n) % cfg.patch_length
+        mask = torch.zeros_like(x)
+        if pad:
+            x = torch.cat([x.new_zeros(b, pad), x], dim=1)
+            mask = torch.cat([mask.new_ones(b, pad), mask], dim=1)
+        return x, mask
+
+    def _decode(self, model, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """One decode step on a prepared window (B, n): (B, horizon_length, 1 + Q) in the
+        data's units (the last position's output patch)."""
+        freq = torch.full((x.shape[0], 1), FREQ, dtype=torch.long, device=x.device)
+        out = model.decoder(past_values=x, past_values_padding=pad, freq=freq)
+        full = model._postprocess_output(out.last_hidden_state, (out.loc, out.scale))  # (B, N, h, 1+Q)
+        return full[:, -1]
+
+    def _rollout(self, model, context: torch.Tensor, horizon: int) -> torch.Tensor:
+        """(B, L) -> (B, horizon, 1 + Q), decoding ceil(horizon / horizon_length) steps."""
+        n_max = int(model.config.context_length)
+        ctx = context.float()[:, -n_max:]
+        outs, done = [], 0
+        while done < horizon:
+            full = self._decode(model, *self._prepare(model, ctx))
+            outs.append(full)
+            done += full.shape[1]
+            if done < horizon:  # append the mean forecast, keep the last context_length steps
+                ctx = torch.cat([ctx, full[..., 0]], dim=1)[:, -n_max:]
+        return torch.cat(outs, dim=1)[:, :horizon]
+
+    def forecast(self, model, context: torch.Tensor, horizon: int) -> Forecast:
+        full = self._rollout(model, context, horizon)
+        return Forecast(full[..., 0], full[..., 1:], tuple(model.config.quantiles))
+
+    def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        h = target.shape[1]
+        if h > model.config.horizon_length:
+            raise ValueError(f"target length {h} exceeds the model's output horizon "
+                             f"{model.config.horizon_length}")
+        x, pad = self._prepare(model, context.float())
+        pred = self._decode(model, x, pad)[:, :h, 0]
+        return F.mse_loss(pred, target.float())
+
+    def export_module(self, model, context: int, horizon: int) -> nn.Module:
+        return _Export(self, model, horizon)
+
+
+class _Export(nn.Module):
+    """forward(context (B, L) float32) -> (point (B, H), quantiles (B, H, Q))."""
+
+    def __init__(self, family: TimesFm2, model: nn.Module, horizon: int):
+        super().__init__()
+        self.family, self.model, self.horizon = family, model, int(horizon)
+
+    def forward(self, context):
+        f = self.family.forecast(self.model, context, self.horizon)
+        return f.point, f.quantiles
+
+
+FAMILY = TimesFm2()
