@@ -152,15 +152,15 @@ class Family:
             ffns = [(f.owner, f) for f in b.ffn] + [(o, None) for o in b.dead_ffn]
             for i, (owner, f) in enumerate(sorted(ffns, key=lambda t: t[0])):
                 pre = "" if i == 0 else f"ffn{i}_"
-                row[pre + "ffn"] = _linear_rows(model, f.inputs[0]) if f else 0
+                row[pre + "ffn"] = _linear_cols(model, f.output) if f else 0
             row["params"] = sum(_numel(model, p) for p in b.linears())
             rows.append(row)
         return rows
 
 
-def _linear_rows(model: nn.Module, path: str) -> int:
+def _linear_cols(model: nn.Module, path: str) -> int:
     m = model.get_submodule(path)
-    return int(m.out_features) if isinstance(m, nn.Linear) else 0
+    return int(m.in_features) if isinstance(m, nn.Linear) else 0
 
 
 def _numel(model: nn.Module, path: str) -> int:

@@ -44,7 +44,12 @@ class AttentionGroup:
 @dataclass(frozen=True)
 class FFNGroup:
     """One feed-forward network: neuron j is row j of every input Linear
-    (up, gate) and column j of the output Linear (down)."""
+    (up, gate) and column j of the output Linear (down).
+
+    ``inputs`` may be empty: the neurons are then input features of the output Linear
+    that no masked Linear produces (a head reading a flattened hidden state); surgery
+    slices its columns and the family's resize_ffn gathers the kept features (the new
+    Linear's ``tsprune_kept_cols``)."""
 
     owner: str
     inputs: tuple[str, ...]

@@ -210,6 +210,9 @@ def _replace_linear(model: nn.Module, path: str, rows, cols, scale: float | None
         if b is not None:
             new.bias.copy_(b)
     new.weight.requires_grad_(lin.weight.requires_grad)
+    # the original input columns kept (None = all), for a family whose module gathers the
+    # sliced Linear's inputs (resize hooks read it; not saved)
+    new.tsprune_kept_cols = cols
     model.set_submodule(path, new)
 
 
