@@ -16,6 +16,7 @@ from .base import Constant, Family, Forecast  # noqa: F401
 _REGISTRY: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "timesfm2_5": ("tsprune.families.timesfm2_5", ("timesfm2_5",), ("TimesFm2_5ModelForPrediction",)),
     "timesfm2": ("tsprune.families.timesfm2", ("timesfm",), ("TimesFmModelForPrediction",)),
+    "ttm": ("tsprune.families.ttm", ("tinytimemixer",), ("TinyTimeMixerForPrediction",)),
     "time_moe": ("tsprune.families.time_moe", ("time_moe",), ("TimeMoeForPrediction",)),
     "timer_xl": ("tsprune.families.timer_xl", ("timer",), ("TimerForPrediction",)),
     "moirai": ("tsprune.families.moirai", ("moirai",), ("MoiraiModule",)),
