@@ -65,7 +65,8 @@ def test_detect_load_and_forecast_equal_upstream(tmp_path):
 
 def _uneven_plan(m: TSModel) -> Plan:
     """encoder 0: heads 1, 3 dead, V/QK dims gone, FFN neurons gone; encoder 1: head 3 dead
-    (so the shared bias table loses column 3 and layer 0 selects columns [0, 2]); encoder 2:
+    (so the shared bias table loses column 3 and layer 0 selects columns [0, 2]) and every
+    Q/K dim dead; encoder 2:
     whole attention dead; decoder 0: cross-attention loses head 0; decoder 1: FFN dead."""
     s = m.family.structure(m.module)
     ms = random_masks(m.module, s, frac=0.0)
@@ -74,6 +75,7 @@ def _uneven_plan(m: TSModel) -> Plan:
     for h in (1, 3):
         ms.m_out[e0.v][h * dv:(h + 1) * dv] = 0
     ms.m_out[e1.v][3 * dv:] = 0
+    ms.m_out[e1.q][:] = 0                  # encoder 1: every Q/K dim gone, scores = bias alone
     ms.m_in[e0.o][0 * dv + 2] = 0          # head 0 loses V dim 2, head 2 loses 5 and 6
     ms.m_out[e0.v][2 * dv + 5] = 0
     ms.m_in[e0.o][2 * dv + 6] = 0
@@ -97,6 +99,7 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path, cfg):
     rows = p.describe()
     assert [r["heads"] for r in rows] == [2, 3, 0, 0, 4]   # decoder 0 self-attn folded, 1 single-query
     assert rows[0]["v_dim"] == 7 and rows[0]["qk_dim"] == 7 and rows[0]["ffn"] == 38
+    assert rows[1]["qk_dim"] == 0 and rows[1]["v_dim"] == 8
     assert rows[4]["qk_dim"] == 0 and rows[3]["attn1_heads"] == 3 and rows[4]["ffn"] == 0
     enc = p.module.encoder.block
     owner = enc[0].layer[0].SelfAttention

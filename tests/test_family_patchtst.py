@@ -79,7 +79,7 @@ def test_unsupported_configs_are_user_errors():
 
 def _uneven_plan(m: TSModel) -> Plan:
     """Layer 0: heads 1 and 3 dead, V and Q/K dims gone, FFN neurons gone; layer 1: whole
-    attention dead; layer 2: whole FFN dead."""
+    attention dead; layer 2: whole FFN dead, every Q/K dim dead."""
     s = m.family.structure(m.module)
     ms = random_masks(m.module, s, frac=0.0)
     a0, f0 = s.blocks[0].attention[0], s.blocks[0].ffn[0]
@@ -96,6 +96,7 @@ def _uneven_plan(m: TSModel) -> Plan:
     ms.m_in[a0.q][:3] = 0                         # residual-stream channels: zeroed, not sliced
     ms.m_out[s.blocks[1].attention[0].v][:] = 0
     ms.m_out[s.blocks[2].ffn[0].inputs[0]][:] = 0
+    ms.m_out[s.blocks[2].attention[0].k][:] = 0  # every Q/K dim gone: uniform attention
     n = m.num_params()
     return Plan("patchtst", ms.to_json(), n, n)
 
@@ -107,6 +108,7 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path):
     rows = p.describe()
     assert rows[0]["heads"] == 2 and rows[0]["v_dim"] == 7 and rows[0]["qk_dim"] == 7
     assert rows[0]["ffn"] == 48 - 15 and rows[1]["heads"] == 0 and rows[2]["ffn"] == 0
+    assert rows[2]["qk_dim"] == 0 and rows[2]["heads"] == 4
     assert p.num_params() < m.num_params()
     x = context_batch(3, 96)
     ref = masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, 40)

@@ -158,19 +158,34 @@ class PrunedT5Attention(nn.Module):
         if self.mode == "single":
             return self.o(self.v(hidden_states)), position_bias, None
         h, dqk, dv = self.n_heads, self.key_value_proj_dim, self.v_head_dim
-        q = self.q(hidden_states).view(b, t, h, dqk).transpose(1, 2)        # (B, h, T, dqk)
-        k = self.k(src).view(b, s, h, dqk).transpose(1, 2)                  # (B, h, S, dqk)
         v = self.v(src).view(b, s, h, dv).transpose(1, 2)                   # (B, h, S, dv)
         if key_value_states is None and position_bias is not None:
             bias = position_bias if self.bias_index is None else position_bias[:, self.bias_index]
         else:  # cross-attention has no position bias (upstream adds zeros)
-            bias = torch.zeros((1, h, t, s), device=q.device, dtype=q.dtype)
-        attn = _t5().ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                           _t5().eager_attention_forward)
-        out, _ = attn(self, q, k, v, mask, dropout=self.dropout if self.training else 0.0,
-                      scaling=self.scaling, position_bias=bias)
+            bias = torch.zeros((1, h, t, s), device=v.device, dtype=v.dtype)
+        if dqk == 0:
+            out = self._bias_only(bias, mask, v)
+        else:
+            q = self.q(hidden_states).view(b, t, h, dqk).transpose(1, 2)    # (B, h, T, dqk)
+            k = self.k(src).view(b, s, h, dqk).transpose(1, 2)              # (B, h, S, dqk)
+            attn = _t5().ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                               _t5().eager_attention_forward)
+            out, _ = attn(self, q, k, v, mask, dropout=self.dropout if self.training else 0.0,
+                          scaling=self.scaling, position_bias=bias)
         out = out.reshape(b, t, h * dv)                                     # (B, T, h*dv)
         return self.o(out), position_bias, None
+
+    @staticmethod
+    def _bias_only(bias, mask, v):
+        """Every Q/K dim pruned: q.k = 0, the scores are the position bias (+ mask) alone;
+        no zero-sized tensors (ONNX Reshape cannot take them). -> (B, T, h, dv)"""
+        b, h, s, _ = v.shape
+        scores = bias.expand(b, h, bias.shape[2], s)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool \
+                else scores + mask
+        w = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+        return torch.matmul(w, v).transpose(1, 2)
 
 
 def _sync_bias(model: nn.Module, stack: str) -> None:

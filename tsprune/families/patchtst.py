@@ -76,15 +76,22 @@ class PrunedAttention(nn.Module):
                 output_attentions=False, **kwargs):
         b, t = hidden_states.shape[:2]
         h = self.num_heads
-        q = self.q_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)    # (B, h, T, dqk)
-        k = self.k_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)
         v = self.v_proj(hidden_states).view(b, t, h, self.v_head_dim).transpose(1, 2)  # (B, h, T, dv)
-        mh = _hf()
-        attn = mh.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                        mh.eager_attention_forward)
-        out, weights = attn(self, q, k, v, attention_mask,
-                            dropout=self.dropout if self.training else 0.0, scaling=self.scaling,
-                            output_attentions=output_attentions)
+        if self.head_dim == 0:  # every Q/K dim pruned: q.k = 0, uniform attention, no 0-sized tensors
+            scores = v.new_zeros(b, h, t, t)
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            weights = torch.softmax(scores, dim=-1)
+            out = torch.matmul(weights, v).transpose(1, 2)
+        else:
+            q = self.q_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)  # (B, h, T, dqk)
+            k = self.k_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)
+            mh = _hf()
+            attn = mh.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                            mh.eager_attention_forward)
+            out, weights = attn(self, q, k, v, attention_mask,
+                                dropout=self.dropout if self.training else 0.0, scaling=self.scaling,
+                                output_attentions=output_attentions)
         out = out.reshape(b, t, h * self.v_head_dim)                                      # (B, T, h*dv)
         return self.out_proj(out), weights
 
