@@ -122,7 +122,13 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
                   "graph": graph, "dynamic_context": dyn, "nodes": len(proto.graph.node),
                   "debug_bytes_stripped": stripped, "initializers_shared": shared}
         if check:
-            par = check_parity(tmp, model, context, horizon, dynamic_context=dyn)
+            try:
+                par = check_parity(tmp, model, context, horizon, dynamic_context=dyn)
+            except Exception as e:  # noqa: BLE001 - a runtime without a kernel for an op of this opset
+                import onnxruntime
+                raise ExportError(f"onnxruntime {onnxruntime.__version__} cannot run the opset {opset} graph "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                                  f"try opset 18") from e
             result.update(par)
             if not np.isfinite(par["max_abs_err"]) or (not fp16 and par["max_abs_err"] > atol):
                 raise ExportError(f"ONNX parity failed: max abs error {par['max_abs_err']:.3g} > "
