@@ -53,9 +53,12 @@ FLIP_CONT = dict(force_flip_invariance=True, use_continuous_quantile_head=True, 
 FLIP_POS = dict(force_flip_invariance=True, use_continuous_quantile_head=False, infer_is_positive=True)
 
 
+GQA = dict(PLAIN, num_key_value_heads=2)
+
+
 @pytest.mark.parametrize("cfg,length,horizon", [
-    (PLAIN, 512, 96), (PLAIN, 77, 128), (FLIP_CONT, 500, 300), (FLIP_POS, 512, 160)],
-    ids=["plain-512-96", "plain-77-128", "flip+continuous-500-300", "flip+positive-512-160"])
+    (PLAIN, 512, 96), (PLAIN, 77, 128), (FLIP_CONT, 500, 300), (FLIP_POS, 512, 160), (GQA, 256, 96)],
+    ids=["plain-512-96", "plain-77-128", "flip+continuous-500-300", "flip+positive-512-160", "gqa-256-96"])
 def test_adapter_equals_family_forecast(cfg, length, horizon):
     torch.manual_seed(0)
     m = from_config({**TINY_TIMESFM25, **cfg})

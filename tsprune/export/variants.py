@@ -176,14 +176,19 @@ def export_variant(model, path: str | os.PathLike, cfg: VariantConfig, *, contex
     from .flops import count_flops
     from .graph import io_spec, set_metadata
 
+    from .adapters import get as get_adapter
+    adapter = get_adapter(model.family.name, cfg.graph)
+    windows = windows or Windows.synthetic(256, context, horizon)
+    if windows.target.shape[1] != horizon:
+        raise ValueError(f"windows: horizon {windows.target.shape[1]}, the graph's {horizon}")
+    if windows.context.shape[1] != context and not (cfg.dynamic_context and adapter and adapter.dynamic_context):
+        raise ValueError(f"windows: context {windows.context.shape[1]}, the graph's fixed {context}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     work = path.with_name(f".{path.name}.work-{os.getpid()}")
     work.mkdir(exist_ok=True)
     t0 = time.time()
     try:
-        from .adapters import get as get_adapter
-        adapter = get_adapter(model.family.name, cfg.graph)
         native_half = cfg.precision == "fp16" and adapter is not None and adapter.half
         steps = []
         if base is not None and not native_half:
@@ -239,9 +244,6 @@ def export_variant(model, path: str | os.PathLike, cfg: VariantConfig, *, contex
         if cfg.name == "fp32" and parity["max_abs_err"] > cfg.atol:
             raise ExportError(f"ONNX parity failed: max abs error {parity['max_abs_err']:.3g} > "
                               f"tolerance {cfg.atol:g}")
-        windows = windows or Windows.synthetic(256, context, horizon)
-        if windows.context.shape[1] != context and not dyn:
-            raise ValueError(f"windows have context {windows.context.shape[1]}, the graph {context}")
         acc = accuracy(current, model, windows)
         flops = count_flops(current, {"context": context}, batch=flops_batch)
         os.replace(current, path)
