@@ -37,7 +37,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def csv_path(tmp_path_factory):
     p = tmp_path_factory.mktemp("data") / "series.csv"
-    synthetic_frame(n=2400, channels=2).to_csv(p, index=False)
+    synthetic_frame(n=1600, channels=2).to_csv(p, index=False)
     return p
 
 
@@ -54,7 +54,8 @@ def test_end_to_end_on_generated_series(tiny_dir, csv_path, tmp_path):
     out = tmp_path / "X"
     r = tsprune("prune", "--model", tiny_dir, "--data", csv_path, "--context", 128, "--horizon", 24,
                 "--split", "0.7,0.1,0.2", "--ratio", 0.3, "--export", "onnx", "--out", out,
-                "--lr", "1e-4,1e-5", "--compare-finetune", "--quiet")
+                "--lr", "1e-4,1e-5", "--compare-finetune", "--quiet", "--val-samples", 256,
+                "--train-samples", 512)
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["params"]["pruned"] < rep["params"]["dense"]
@@ -84,7 +85,15 @@ def test_end_to_end_on_generated_series(tiny_dir, csv_path, tmp_path):
     assert r.returncode == 0 and "timesfm2_5" in r.stdout
 
 
-def test_user_errors_exit_2_without_output(tiny_dir, csv_path, tmp_path):
+def test_user_errors_exit_2_without_output(tiny_dir, csv_path, tmp_path, capsys):
+    """The issue's four cases and a few more; one real subprocess, the rest in-process."""
+    from tsprune.cli import main
+
+    def in_process(*args):
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        return type("R", (), {"returncode": code, "stderr": err})()
+
     out = tmp_path / "X"
     base = ["prune", "--model", tiny_dir, "--context", 128, "--horizon", 24, "--split", "0.7,0.1,0.2",
             "--out", out, "--quiet"]
@@ -93,18 +102,14 @@ def test_user_errors_exit_2_without_output(tiny_dir, csv_path, tmp_path):
     df = synthetic_frame(n=600, channels=1)
     df["name"] = "abc"
     df.to_csv(bad, index=False)
-    _one_line_error(tsprune(*base, "--data", bad, "--target", "name"), "name")
-    _one_line_error(tsprune(*[a if a != 24 else 5000 for a in base], "--data", csv_path), "horizon")
-    _one_line_error(tsprune(*base, "--data", csv_path, "--ratio", 1.5), "--ratio", "1.5")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    if os.access(ro, os.W_OK):  # running as root: permissions do not bind
-        target = Path("/proc/tsprune-out")
-    else:
-        target = ro / "X"
-    _one_line_error(tsprune(*base[:-3], "--data", csv_path, "--out", target, "--quiet"), "--out")
-    _one_line_error(tsprune("prune", "--model", tmp_path, "--data", csv_path, "--out", out), "--model")
-    _one_line_error(tsprune("prune", "--model", tiny_dir, "--data", csv_path, "--out", out, "--context", 128), "split")
+    _one_line_error(in_process(*base, "--data", bad, "--target", "name"), "name")
+    _one_line_error(in_process(*[a if a != 24 else 5000 for a in base], "--data", csv_path), "horizon")
+    _one_line_error(in_process(*base, "--data", csv_path, "--ratio", 1.5), "--ratio", "1.5")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    _one_line_error(in_process(*base[:-3], "--data", csv_path, "--out", blocker / "X", "--quiet"), "--out")
+    _one_line_error(in_process("prune", "--model", tmp_path, "--data", csv_path, "--out", out), "--model")
+    _one_line_error(in_process("prune", "--model", tiny_dir, "--data", csv_path, "--out", out,
+                               "--context", 128, "--split", "ett"), "split")
     assert not out.exists()
     assert not list(tmp_path.glob(".X.*"))
