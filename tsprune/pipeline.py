@@ -98,6 +98,12 @@ def _search_report(search_json, ft) -> dict | None:
     return out
 
 
+def _quantile_levels(model, dataset) -> tuple:
+    """The quantile levels the model's forecast carries (empty when it has none)."""
+    c, _ = dataset.gather(torch.arange(1))
+    return tuple(model.forecast(c, 1).levels)
+
+
 def _versions() -> dict:
     import onnx
     import onnxruntime
@@ -342,7 +348,7 @@ def _run(cfg: RunConfig, device=None) -> dict:
                                                                  "train z-score stats in zscore_mean/zscore_std",
                                                 "zscore_mean": data.mean.tolist(),
                                                 "zscore_std": data.std.tolist(),
-                                                "quantiles": list(getattr(pruned.module.config, "quantiles", []))})
+                                                "quantiles": list(_quantile_levels(pruned, test))})
                     onnx_info["path"] = "model.onnx"
                 with timed("onnx_latency"):
                     from tsprune.report import ort_latency
