@@ -22,7 +22,7 @@ import torch
 
 from tsprune.data import DataConfig, ett_path, prepare
 from tsprune.errors import UserError, bad_arg
-from tsprune.evaluate import evaluate
+from tsprune.evaluate import evaluate, evaluate_horizons
 from tsprune.model import load
 from tsprune.progress import is_quiet
 from tsprune.prune import PruneConfig, apply
@@ -73,12 +73,8 @@ def _path(name: str) -> Path:
 
 
 def _eval_all(model, data, horizons, desc) -> dict:
-    out = {}
-    for h in horizons:
-        r = evaluate(model, data.windows("test", horizon=h, stride=1), desc=f"{desc} h{h}",
-                     show_progress=not is_quiet())
-        out[str(h)] = {"mse": r["mse"], "mae": r["mae"], "windows": r["windows"]}
-    return out
+    """Every test window of every horizon, from one rollout per window (evaluate_horizons)."""
+    return evaluate_horizons(model, data, horizons, desc=desc, show_progress=not is_quiet())
 
 
 def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
