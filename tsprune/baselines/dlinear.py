@@ -9,15 +9,11 @@ windows are univariate, so channels are simply items of the batch.
 """
 from __future__ import annotations
 
-import copy
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from tsprune.errors import bad_arg
+from tsprune.baselines.training import check, fit
 
 
 class DLinear(nn.Module):
@@ -47,11 +43,6 @@ class DLinear(nn.Module):
         return self.seasonal(seasonal) + self.trend(trend)
 
 
-def _check(name, value, ok, allowed):
-    if isinstance(value, bool) or not ok(value):
-        raise bad_arg(name, value, allowed)
-
-
 def train_dlinear(prepared, context: int | None = None, horizon: int | None = None, *,
                   epochs: int = 10, lr: float = 1e-3, batch_size: int = 256, patience: int = 3,
                   lr_decay: float = 0.5, kernel: int = 25, max_train_windows: int | None = None,
@@ -66,9 +57,9 @@ def train_dlinear(prepared, context: int | None = None, horizon: int | None = No
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience),
                         ("kernel", kernel)):
-        _check(name, value, lambda v: isinstance(v, int) and v >= 1, "a positive integer")
-    _check("lr", lr, lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
-    _check("lr_decay", lr_decay, lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+        check(name, value, lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+    check("lr", lr, lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
+    check("lr_decay", lr_decay, lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
            "a number in (0, 1]")
     train = prepared.windows("train", context=context, horizon=horizon)
     val = prepared.windows("val", context=context, horizon=horizon)
@@ -77,39 +68,14 @@ def train_dlinear(prepared, context: int | None = None, horizon: int | None = No
     torch.manual_seed(seed)
     model = DLinear(train.context, train.horizon, kernel)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    best, best_state, bad_epochs, history = float("inf"), None, 0, []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        model.train()
-        total, seen = 0.0, 0
-        bar = tqdm(total=len(train), desc=f"DLinear epoch {epoch + 1}/{epochs}", unit="win",
-                   disable=not progress, leave=False)
-        for x, y in train.batches(batch_size, shuffle=True, seed=seed * 1000 + epoch):
-            loss = F.mse_loss(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(x)
-            seen += len(x)
-            bar.update(len(x))
-            bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-        bar.close()
-        val_mse = _val_mse(model, val)
-        history.append({"epoch": epoch + 1, "train_mse": total / seen, "val_mse": val_mse,
-                        "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-        if progress:
-            tqdm.write(f"DLinear epoch {epoch + 1}: train {total / seen:.4f} val {val_mse:.4f} "
-                       f"({history[-1]['seconds']:.1f}s)")
-        if val_mse < best:
-            best, best_state, bad_epochs = val_mse, copy.deepcopy(model.state_dict()), 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= patience:
-                break
+
+    def decay():
         for group in opt.param_groups:
             group["lr"] *= lr_decay
-    model.load_state_dict(best_state)
-    model.eval()
+
+    history = fit(model, train, lambda x, y: F.mse_loss(model(x), y), lambda: _val_mse(model, val), opt,
+                  epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, label="DLinear",
+                  progress=progress, after_epoch=decay)
     model.history = history
     return model
 

@@ -17,15 +17,13 @@ TSModel that tsprune can prune, save and export.
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from tsprune.baselines.training import check, fit
 from tsprune.errors import bad_arg
 
 
@@ -62,11 +60,6 @@ def patchtst_config(context: int, horizon: int, *, d_model: int = 16, heads: int
                 share_embedding=True, share_projection=True, loss="mse")
 
 
-def _check(name, value, ok, allowed):
-    if isinstance(value, bool) or not ok(value):
-        raise bad_arg(name, value, allowed)
-
-
 def train_patchtst(prepared, context: int | None = None, horizon: int | None = None, *,
                    epochs: int = 10, lr: float = 2e-3, batch_size: int = 128, patience: int = 3,
                    windows_per_epoch: int | None = 16384, d_model: int = 16, heads: int = 4,
@@ -90,12 +83,12 @@ def train_patchtst(prepared, context: int | None = None, horizon: int | None = N
                         ("d_model", d_model), ("heads", heads), ("ffn_dim", ffn_dim),
                         ("layers", layers), ("patch_length", patch_length),
                         ("patch_stride", patch_stride)):
-        _check(name, value, lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+        check(name, value, lambda v: isinstance(v, int) and v >= 1, "a positive integer")
     for name, value in (("windows_per_epoch", windows_per_epoch), ("threads", threads)):
-        _check(name, value, lambda v: v is None or (isinstance(v, int) and v >= 1),
-               "a positive integer or None")
-    _check("lr", lr, lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
-    _check("dropout", dropout, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)")
+        check(name, value, lambda v: v is None or (isinstance(v, int) and v >= 1),
+              "a positive integer or None")
+    check("lr", lr, lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
+    check("dropout", dropout, lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)")
     if d_model % heads:
         raise bad_arg("heads", heads, f"a divisor of d_model ({d_model})")
     train = prepared.windows("train", context=context, horizon=horizon)
@@ -131,42 +124,11 @@ def _train(train, val, epochs, lr, batch_size, patience, per_epoch, arch, seed,
     warm = max(1, int(0.3 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
                                               0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    best, best_state, bad_epochs, history = float("inf"), None, 0, []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        net.train()
-        total, seen = 0.0, 0
-        bar = tqdm(total=n, desc=f"PatchTST epoch {epoch + 1}/{epochs}", unit="win",
-                   disable=not progress, leave=False)
-        for x, y in train.batches(batch_size, shuffle=True, seed=seed * 1000 + epoch):
-            if seen >= n:
-                break
-            x, y = x[: n - seen], y[: n - seen]
-            loss = fam.loss(net, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(x)
-            seen += len(x)
-            bar.update(len(x))
-            bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-        bar.close()
-        val_mse = _val_mse(model, val)
-        history.append({"epoch": epoch + 1, "train_mse": total / seen, "val_mse": val_mse,
-                        "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-        if progress:
-            tqdm.write(f"PatchTST epoch {epoch + 1}: train {total / seen:.4f} val {val_mse:.4f} "
-                       f"({history[-1]['seconds']:.1f}s)")
-        if val_mse < best:
-            best, best_state, bad_epochs = val_mse, copy.deepcopy(net.state_dict()), 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= patience:
-                break
-    net.load_state_dict(best_state)
+    model.history = fit(net, train, lambda x, y: fam.loss(net, x, y), lambda: _val_mse(model, val), opt,
+                        epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+                        label="PatchTST", progress=progress, windows_per_epoch=per_epoch,
+                        after_step=sched.step)
     model.eval()
-    model.history = history
     return model
 
 
