@@ -37,15 +37,43 @@ def config_errors() -> tuple[type[BaseException], ...]:
     return errors + (StrictDataclassError,)
 
 
-def from_pretrained_local(cls, path, family: str):
+# config.json keys that transformers writes itself, never arguments of a Config class
+_WRITTEN_KEYS = ("architectures", "transformers_version", "model_type", "dtype", "torch_dtype")
+
+
+def config_kwargs(config: dict) -> dict:
+    """A config.json dict without the keys transformers writes itself: the keyword
+    arguments of the model's Config class."""
+    return {k: v for k, v in config.items() if k not in _WRITTEN_KEYS}
+
+
+def from_pretrained_local(cls, path, family: str, extra_errors: tuple[type[BaseException], ...] = ()):
     """transformers' loader (it applies the v5 checkpoint-name conversions) restricted to
-    local safetensors and no remote code; errors become one-line UserErrors."""
+    local safetensors and no remote code; errors (config_errors() and ``extra_errors``, e.g.
+    an upstream class's AssertionError on a bad config) become one-line UserErrors."""
     from tsprune.errors import UserError
     try:
         with hf_quiet():
             model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
                                         trust_remote_code=False)
-    except config_errors() as e:
+    except config_errors() + tuple(extra_errors) as e:
         raise UserError(f"--model: cannot load {path} as {family} ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:300]})") from None
     return model.eval()
+
+
+@contextlib.contextmanager
+def eager_attention(module):
+    """Run ``module`` with transformers' eager attention (plain matmuls) instead of SDPA,
+    whose output reshape the ONNX decomposition cannot view; restores every config's
+    ``_attn_implementation`` afterwards."""
+    cfgs = {id(m.config): m.config for m in module.modules()
+            if hasattr(getattr(m, "config", None), "_attn_implementation")}
+    old = {k: c._attn_implementation for k, c in cfgs.items()}
+    try:
+        for c in cfgs.values():
+            c._attn_implementation = "eager"
+        yield
+    finally:
+        for k, c in cfgs.items():
+            c._attn_implementation = old[k]

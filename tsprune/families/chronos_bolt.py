@@ -41,13 +41,13 @@ Q x Q resulting quantiles are reduced to Q by empirical quantiles (torch.quantil
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 from torch import nn
 
 from tsprune.errors import UserError, missing_extra
+from tsprune.hfutil import config_kwargs, eager_attention, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
@@ -223,34 +223,6 @@ def _sync_bias(model: nn.Module, stack: str) -> None:
             a.bias_index = None if idx == list(range(len(keep))) else idx
 
 
-@contextlib.contextmanager
-def _eager_attention(module: nn.Module):
-    """Run with transformers' eager attention (plain matmuls) instead of SDPA, whose output
-    reshape the ONNX decomposition cannot view; restores the configs afterwards."""
-    cfgs = {id(m.config): m.config for m in module.modules()
-            if hasattr(getattr(m, "config", None), "_attn_implementation")}
-    old = {k: c._attn_implementation for k, c in cfgs.items()}
-    try:
-        for c in cfgs.values():
-            c._attn_implementation = "eager"
-        yield
-    finally:
-        for k, c in cfgs.items():
-            c._attn_implementation = old[k]
-
-
-def _from_pretrained(cls, path, family: str) -> nn.Module:
-    """The upstream loader (it applies transformers' checkpoint conversions) restricted to
-    local safetensors, no remote code."""
-    try:
-        model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
-                                    trust_remote_code=False)
-    except (OSError, ValueError, RuntimeError, TypeError, KeyError, AssertionError) as e:
-        raise UserError(f"--model: cannot load {path} as {family} ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    return model.eval()
-
-
 class ChronosBolt(Family):
     name = "chronos_bolt"
     model_types = ()                 # "t5" alone does not identify Chronos-Bolt
@@ -270,15 +242,14 @@ class ChronosBolt(Family):
         from transformers import T5Config
         if "chronos_config" not in config:
             raise UserError("config.json: a Chronos-Bolt config needs 'chronos_config'")
-        cfg = {k: v for k, v in config.items()
-               if k not in ("architectures", "transformers_version", "model_type", "dtype", "torch_dtype")}
-        return cb.ChronosBoltModelForForecasting(T5Config(**cfg)).eval()
+        return cb.ChronosBoltModelForForecasting(T5Config(**config_kwargs(config))).eval()
 
     def load_dense(self, path, config: dict) -> nn.Module:
         cb = _chronos()
         if "chronos_config" not in config:
             raise UserError(f"config.json: {path} names {ARCH} but has no 'chronos_config'")
-        return _from_pretrained(cb.ChronosBoltModelForForecasting, path, self.name)
+        return from_pretrained_local(cb.ChronosBoltModelForForecasting, path, self.name,
+                                     extra_errors=(AssertionError,))
 
     def config_dict(self, model: nn.Module) -> dict:
         d = model.config.to_dict()
@@ -414,7 +385,7 @@ class _Export(nn.Module):
         self.family, self.model, self.horizon = family, model, int(horizon)
 
     def forward(self, context):
-        with _eager_attention(self.model):
+        with eager_attention(self.model):
             f = self.family.forecast(self.model, context, self.horizon)
         return f.point, f.quantiles
 

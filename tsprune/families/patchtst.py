@@ -24,13 +24,12 @@ is appended to the context and the model forecasts again.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tsprune.errors import UserError, missing_extra
+from tsprune.hfutil import config_kwargs, eager_attention, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
@@ -96,22 +95,6 @@ class PrunedAttention(nn.Module):
         return self.out_proj(out), weights
 
 
-@contextlib.contextmanager
-def _eager_attention(module: nn.Module):
-    """Run with transformers' eager attention (plain matmuls) instead of SDPA, whose output
-    reshape the ONNX decomposition cannot view; restores the configs afterwards."""
-    cfgs = {id(m.config): m.config for m in module.modules()
-            if hasattr(getattr(m, "config", None), "_attn_implementation")}
-    old = {k: c._attn_implementation for k, c in cfgs.items()}
-    try:
-        for c in cfgs.values():
-            c._attn_implementation = "eager"
-        yield
-    finally:
-        for k, c in cfgs.items():
-            c._attn_implementation = old[k]
-
-
 def _check_supported(cfg) -> None:
     if cfg.loss != "mse":
         raise UserError(f"config.json: PatchTST with loss {cfg.loss!r} (a distribution head) is not "
@@ -141,22 +124,15 @@ class PatchTST(Family):
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
         mh = _hf()
-        cfg = {k: v for k, v in config.items()
-               if k not in ("architectures", "transformers_version", "model_type", "dtype", "torch_dtype")}
-        c = mh.PatchTSTConfig(**cfg)
+        c = mh.PatchTSTConfig(**config_kwargs(config))
         _check_supported(c)
         return mh.PatchTSTForPrediction(c).eval()
 
     def load_dense(self, path, config: dict) -> nn.Module:
         mh = _hf()
-        try:
-            model = mh.PatchTSTForPrediction.from_pretrained(
-                str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False)
-        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
-            raise UserError(f"--model: cannot load {path} as {self.name} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        model = from_pretrained_local(mh.PatchTSTForPrediction, path, self.name)
         _check_supported(model.config)
-        return model.eval()
+        return model
 
     def config_dict(self, model: nn.Module) -> dict:
         d = model.config.to_dict()
@@ -272,7 +248,7 @@ class _Export(nn.Module):
         self.family, self.model, self.horizon = family, model, int(horizon)
 
     def forward(self, context):
-        with _eager_attention(self.model):
+        with eager_attention(self.model):
             return self.family.forecast(self.model, context, self.horizon).point
 
 

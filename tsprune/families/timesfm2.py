@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsprune.errors import missing_extra
-from tsprune.hfutil import from_pretrained_local
+from tsprune.hfutil import config_kwargs, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
@@ -128,9 +128,7 @@ class TimesFm2(Family):
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
         _need_hf()
-        cfg = {k: v for k, v in config.items() if k not in ("architectures", "transformers_version",
-                                                             "model_type", "dtype", "torch_dtype")}
-        return TimesFmModelForPrediction(TimesFmConfig(**cfg)).eval()
+        return TimesFmModelForPrediction(TimesFmConfig(**config_kwargs(config))).eval()
 
     def load_dense(self, path, config: dict) -> nn.Module:
         _need_hf()
