@@ -11,6 +11,7 @@ An adapter is one file per family (no imports between families). It declares:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -130,7 +131,7 @@ class Family:
 
     def export_module(self, model: nn.Module, context: int, horizon: int) -> nn.Module:
         """An nn.Module for torch.onnx.export: forward(context (B, L)) -> (point (B, H),
-        quantiles (B, H, Q)) or point only."""
+        quantiles (B, H, Q)) or point only; usually ``Export(self, model, horizon, ...)``."""
         raise NotImplementedError
 
     def describe(self, model: nn.Module) -> list[dict]:
@@ -188,3 +189,25 @@ class Constant(nn.Module):
         else:
             out = hidden_states.new_zeros(shape)
         return (out, None) if self.tuple_output else out
+
+
+class Export(nn.Module):
+    """The reference export wrapper that Family.export_module returns: the family's own
+    forecast as it runs in torch. forward(context (B, L) float32) -> point (B, H), or
+    (point, quantiles (B, H, Q)) with ``quantiles``.
+
+    eager: forecast under transformers' eager attention (tsprune.hfutil.eager_attention:
+    SDPA's output reshape does not export); forecast_kwargs: passed to ``family.forecast``
+    (e.g. Time-MoE's ``dispatch="dense"`` for a static graph)."""
+
+    def __init__(self, family: Family, model: nn.Module, horizon: int, *, quantiles: bool = False,
+                 eager: bool = False, **forecast_kwargs):
+        super().__init__()
+        self.family, self.model, self.horizon = family, model, int(horizon)
+        self.quantiles, self.eager, self.forecast_kwargs = quantiles, eager, forecast_kwargs
+
+    def forward(self, context):
+        from tsprune.hfutil import eager_attention
+        with eager_attention(self.model) if self.eager else contextlib.nullcontext():
+            f = self.family.forecast(self.model, context, self.horizon, **self.forecast_kwargs)
+        return (f.point, f.quantiles) if self.quantiles else f.point

@@ -47,11 +47,11 @@ import torch
 from torch import nn
 
 from tsprune.errors import UserError, missing_extra
-from tsprune.hfutil import config_kwargs, eager_attention, from_pretrained_local
+from tsprune.hfutil import config_kwargs, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Family, Forecast
+from .base import Constant, Export, Family, Forecast
 
 ARCH = "ChronosBoltModelForForecasting"
 
@@ -373,21 +373,7 @@ class ChronosBolt(Family):
         return model(context=context.float(), target=target[:, :p].float()).loss
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
-        return _Export(self, model, horizon)
-
-
-class _Export(nn.Module):
-    """forward(context (B, L) float32, raw) -> (point (B, H), quantiles (B, H, Q)); the
-    instance normalisation and the long-horizon rollout are inside the graph."""
-
-    def __init__(self, family: ChronosBolt, model: nn.Module, horizon: int):
-        super().__init__()
-        self.family, self.model, self.horizon = family, model, int(horizon)
-
-    def forward(self, context):
-        with eager_attention(self.model):
-            f = self.family.forecast(self.model, context, self.horizon)
-        return f.point, f.quantiles
+        return Export(self, model, horizon, quantiles=True, eager=True)
 
 
 FAMILY = ChronosBolt()

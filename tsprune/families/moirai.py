@@ -74,7 +74,7 @@ from tsprune.errors import UserError
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Family, Forecast
+from .base import Constant, Export, Family, Forecast
 
 # distribution output class -> its argument names (each of dim 1), as in uni2ts
 _COMPONENT_ARGS = {
@@ -596,18 +596,7 @@ class Moirai(Family):
         return Forecast(mean * scale + loc)
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
-        return _Export(self, model, horizon)
-
-
-class _Export(nn.Module):
-    """forward(context (B, L) float32) -> point (B, H), the mixture mean (scaler inside)."""
-
-    def __init__(self, family: Moirai, model: nn.Module, horizon: int):
-        super().__init__()
-        self.family, self.model, self.horizon = family, model, int(horizon)
-
-    def forward(self, context):
-        return self.family.forecast(self.model, context, self.horizon).point
+        return Export(self, model, horizon)
 
 
 FAMILY = Moirai()

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsprune.errors import UserError, missing_extra
-from tsprune.hfutil import config_kwargs, eager_attention, from_pretrained_local
+from tsprune.hfutil import config_kwargs, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Family, Forecast
+from .base import Constant, Export, Family, Forecast
 
 ARCH = "PatchTSTForPrediction"
 
@@ -237,19 +237,7 @@ class PatchTST(Family):
         return F.mse_loss(y[:, :h], target[:, :h].float())
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
-        return _Export(self, model, horizon)
-
-
-class _Export(nn.Module):
-    """forward(context (B, L) float32, raw) -> point (B, H); scaling inside the graph."""
-
-    def __init__(self, family: PatchTST, model: nn.Module, horizon: int):
-        super().__init__()
-        self.family, self.model, self.horizon = family, model, int(horizon)
-
-    def forward(self, context):
-        with eager_attention(self.model):
-            return self.family.forecast(self.model, context, self.horizon).point
+        return Export(self, model, horizon, eager=True)
 
 
 FAMILY = PatchTST()

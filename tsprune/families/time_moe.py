@@ -59,7 +59,7 @@ from torch import nn
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Family, Forecast
+from .base import Constant, Export, Family, Forecast
 
 _ACT = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,
         "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
@@ -610,7 +610,7 @@ class TimeMoe(Family):
         return Forecast(torch.cat(outs, dim=1) * sd + mu)
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
-        return _Export(self, model, horizon)
+        return Export(self, model, horizon, dispatch="dense")
 
     def describe(self, model) -> list[dict]:
         rows = []
@@ -632,17 +632,6 @@ class TimeMoe(Family):
             row["params"] = sum(p.numel() for p in layer.parameters())
             rows.append(row)
         return rows
-
-
-class _Export(nn.Module):
-    """forward(context (B, L) float32) -> point (B, H); experts run densely (static graph)."""
-
-    def __init__(self, family: TimeMoe, model: nn.Module, horizon: int):
-        super().__init__()
-        self.family, self.model, self.horizon = family, model, int(horizon)
-
-    def forward(self, context):
-        return self.family.forecast(self.model, context, self.horizon, dispatch="dense").point
 
 
 FAMILY = TimeMoe()

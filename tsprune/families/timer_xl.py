@@ -40,7 +40,7 @@ from torch import nn
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Family, Forecast
+from .base import Constant, Export, Family, Forecast
 
 _ACT = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,
         "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
@@ -372,18 +372,7 @@ class TimerXL(Family):
         return Forecast(torch.cat(outs, dim=1) * sd + mu)
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
-        return _Export(self, model, horizon)
-
-
-class _Export(nn.Module):
-    """forward(context (B, L) float32) -> point (B, H)."""
-
-    def __init__(self, family: TimerXL, model: nn.Module, horizon: int):
-        super().__init__()
-        self.family, self.model, self.horizon = family, model, int(horizon)
-
-    def forward(self, context):
-        return self.family.forecast(self.model, context, self.horizon).point
+        return Export(self, model, horizon)
 
 
 FAMILY = TimerXL()

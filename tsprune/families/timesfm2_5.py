@@ -29,7 +29,7 @@ from tsprune.hfutil import config_kwargs, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Family, Forecast
+from .base import Constant, Export, Family, Forecast
 
 try:
     from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
@@ -239,19 +239,7 @@ class TimesFm25(Family):
         return loss + pinball
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
-        return _Export(self, model, horizon)
-
-
-class _Export(nn.Module):
-    """forward(context (B, L) float32) -> (point (B, H), quantiles (B, H, Q))."""
-
-    def __init__(self, family: TimesFm25, model: nn.Module, horizon: int):
-        super().__init__()
-        self.family, self.model, self.horizon = family, model, int(horizon)
-
-    def forward(self, context):
-        f = self.family.forecast(self.model, context, self.horizon)
-        return f.point, f.quantiles
+        return Export(self, model, horizon, quantiles=True)
 
 
 FAMILY = TimesFm25()

@@ -42,7 +42,7 @@ from torch import nn
 from tsprune.errors import UserError, bad_arg, missing_extra
 from tsprune.prune.structure import BlockStructure, FFNGroup, ModelStructure
 
-from .base import Constant, Family, Forecast
+from .base import Constant, Export, Family, Forecast
 
 GRANITE_PIN = "granite-tsfm==0.3.11"
 HEAD = "head.base_forecast_block"
@@ -230,18 +230,7 @@ class TTM(Family):
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
         self._check_horizon(model, horizon)
-        return _Export(self, model, horizon)
-
-
-class _Export(nn.Module):
-    """forward(context (B, L) float32) -> point (B, H)."""
-
-    def __init__(self, family: TTM, model: nn.Module, horizon: int):
-        super().__init__()
-        self.family, self.model, self.horizon = family, model, int(horizon)
-
-    def forward(self, context):
-        return self.family._predict(self.model, context)[:, : self.horizon]
+        return Export(self, model, horizon)
 
 
 FAMILY = TTM()
