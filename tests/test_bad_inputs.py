@@ -486,8 +486,6 @@ def test_ratio_outside_open_unit_interval(value, tiny_dir, data_dir, tmp_path):
     assert_nothing_left(out)
 
 
-@pytest.mark.xfail(strict=True, reason="FinetuneConfig (tsprune/train) does not validate "
-                   "train_samples: 0 is taken as 'all', negatives fail later naming 'n'")
 def test_train_samples_must_be_positive(tiny_dir, data_dir, tmp_path):
     out = tmp_path / "X"
     one_line_error(_prune(tiny_dir, data_dir / "one_row.csv", out, "--train-samples=0"),
@@ -495,8 +493,6 @@ def test_train_samples_must_be_positive(tiny_dir, data_dir, tmp_path):
 
 
 
-@pytest.mark.xfail(strict=True, reason="atomic_dir creates the parents of --out before the "
-                   "work and keeps them after a user error (tsprune/atomic.py)")
 def test_failed_run_leaves_no_created_parents(tiny_dir, data_dir, tmp_path):
     out = tmp_path / "a" / "b" / "X"
     one_line_error(_prune(tiny_dir, data_dir / "one_row.csv", out), "1 row")

@@ -71,6 +71,7 @@ def check_out(out: str | os.PathLike, arg: str = "--out") -> Path:
 def atomic_dir(out: str | os.PathLike, arg: str = "--out", *, resume: bool = False):
     """Yield the work directory; on success it replaces ``out`` atomically."""
     out = check_out(out, arg)
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -101,6 +102,11 @@ def atomic_dir(out: str | os.PathLike, arg: str = "--out", *, resume: bool = Fal
             (work / LOCK).unlink(missing_ok=True)
         else:
             shutil.rmtree(work, ignore_errors=True)
+            for p in created:  # parents this run created, innermost first, if still empty
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
         raise
     (work / LOCK).unlink(missing_ok=True)
     old = None

@@ -398,20 +398,31 @@ def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str,
                     imp.update_from_grad(key, torch.stack(grads).sum(0) if len(grads) > 1 else grads[0])
         return loss.detach().item()
 
+    # A mask whose Linear ran once is reduced inside its backward hook, so its activations
+    # and gradient are freed at once; only Linears called several times wait for all calls.
     pending: dict[tuple[str, str], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    calls: dict = {}
 
     def on_grad(p, s, acts, grad):
-        pending.setdefault((p, s), []).append((acts, grad))
-
-    with attach(module, masks, "fused", on_grad=on_grad):
-        c = c.clone().requires_grad_(True)
-        loss = family.loss(module, c, t)
-        (loss * scale if scale != 1.0 else loss).backward()
-    for key, pairs in pending.items():
-        if len(pairs) == 1:
-            x, g = pairs[0]
-        else:  # (B, T_1 + ... + T_k, d): the sum over calls is a sum over more tokens
+        key = (p, s)
+        if calls.get(key, 1) == 1:
+            imp.update_from_acts(key, acts, grad)
+            return
+        pending.setdefault(key, []).append((acts, grad))
+        pairs = pending[key]
+        if len(pairs) == calls[key]:  # (B, T_1 + ... + T_k, d): a sum over more tokens
             x = torch.cat([a.reshape(a.shape[0], -1, a.shape[-1]) for a, _ in pairs], dim=1)
             g = torch.cat([b.reshape(b.shape[0], -1, b.shape[-1]) for _, b in pairs], dim=1)
+            del pending[key]
+            imp.update_from_acts(key, x, g)
+
+    with attach(module, masks, "fused", on_grad=on_grad) as counts:
+        c = c.clone().requires_grad_(True)
+        loss = family.loss(module, c, t)
+        calls.update(counts)  # the forward is complete: every mask's number of calls is known
+        (loss * scale if scale != 1.0 else loss).backward()
+    for key, pairs in pending.items():  # calls whose output never reached the loss
+        x = torch.cat([a.reshape(a.shape[0], -1, a.shape[-1]) for a, _ in pairs], dim=1)
+        g = torch.cat([b.reshape(b.shape[0], -1, b.shape[-1]) for _, b in pairs], dim=1)
         imp.update_from_acts(key, x, g)
     return loss.detach().item()

@@ -107,13 +107,14 @@ def attach(model: nn.Module, masks: MaskSet, mode: str = "apply",
       the Linear in the forward (a model may call a layer more than once, e.g. TimesFM's
       flip-invariant decode); after backward the per-sample gradient is the sum of the
       leaves' ``.grad``. Clear the dict between forwards.
-    mode "fused": ``on_grad(path, side, acts, grad)`` is called during backward with
+    mode "fused": yields a dict {(path, side): calls in the forward so far}; ``on_grad(path,
+      side, acts, grad)`` is called during backward with
       acts (B, ..., d) and the gradient (B, ..., d) at the masked point.
     """
     if mode not in ("apply", "reference", "fused"):
         raise ValueError(f"mode: got {mode!r}; expected apply, reference or fused")
     handles = []
-    leaves: dict[tuple[str, str], list[torch.Tensor]] = {}
+    leaves: dict = {}  # reference: per-call leaves per mask; fused: calls per mask
     for p in masks.paths:
         lin = get_module(model, p)
         m_in, m_out = masks.m_in[p], masks.m_out[p]
@@ -153,6 +154,7 @@ def attach(model: nn.Module, masks: MaskSet, mode: str = "apply",
                     x = x.detach().requires_grad_(True)
                 xm = x * m_in.to(x.dtype)
                 if xm.requires_grad:
+                    leaves[(p, "in")] = leaves.get((p, "in"), 0) + 1
                     xd = x.detach()
                     xm.register_hook(lambda g, xd=xd, p=p: on_grad(p, "in", xd, g))
                 return (xm,) + tuple(args[1:])
@@ -160,6 +162,7 @@ def attach(model: nn.Module, masks: MaskSet, mode: str = "apply",
             def post(mod, args, out, m_out=m_out, p=p):
                 y = out * m_out.to(out.dtype)
                 if y.requires_grad:
+                    leaves[(p, "out")] = leaves.get((p, "out"), 0) + 1
                     zd = out.detach()
                     y.register_hook(lambda g, zd=zd, p=p: on_grad(p, "out", zd, g))
                 return y

@@ -44,6 +44,10 @@ class FinetuneConfig:
             raise bad_arg("--batch-size", self.batch_size, "an integer >= 1")
         if self.patience < 1:
             raise bad_arg("--patience", self.patience, "an integer >= 1")
+        for name in ("train_samples", "val_samples"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise bad_arg(f"--{name.replace('_', '-')}", v, "a positive integer or none")
 
 
 @dataclass
