@@ -98,8 +98,12 @@ class Family:
         raise NotImplementedError
 
     def resize_ffn(self, model: nn.Module, group: FFNGroup, width: int) -> None:
-        """Width 0 means the FFN is dead and becomes a constant (its output bias)."""
-        raise NotImplementedError
+        """Width 0 means the FFN is dead and becomes a constant (its output bias). Default:
+        a Constant of the output Linear's bias at group.owner; nothing to do for width > 0
+        (the surgery already cut the Linears)."""
+        if width == 0:
+            down = model.get_submodule(group.output)
+            model.set_submodule(group.owner, Constant(down.out_features, down.bias))
 
     # ---- optional family-specific pruning units (e.g. whole MoE experts) ------------
     def pre_prune(self, model: nn.Module, datasets: list, cfg) -> dict | None:

@@ -332,11 +332,6 @@ class ChronosBolt(Family):
         e = model.decoder.embed_tokens.weight[model.config.decoder_start_token_id]
         return att.o(att.v(blk.layer_norm(e[None, None])))[0, 0]
 
-    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
-        if width == 0:
-            wo = model.get_submodule(group.output)
-            model.set_submodule(group.owner, Constant(wo.out_features, wo.bias))
-
     # ---- forecasting --------------------------------------------------------------------
     @staticmethod
     def _median(levels) -> int:

@@ -71,10 +71,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsprune.errors import UserError
-from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
+from .common import attention_group, block, ffn_group
 
 # distribution output class -> its argument names (each of dim 1), as in uni2ts
 _COMPONENT_ARGS = {
@@ -482,22 +483,13 @@ class Moirai(Family):
         blocks = []
         for i, layer in enumerate(model.encoder.layers):
             pre = f"encoder.layers.{i}"
-            att, ffn = layer.self_attn, layer.ffn
-            groups = ()
-            if isinstance(att, MoiraiAttention):
-                groups = (AttentionGroup(
-                    owner=f"{pre}.self_attn", q=f"{pre}.self_attn.q_proj", k=f"{pre}.self_attn.k_proj",
-                    v=f"{pre}.self_attn.v_proj", o=f"{pre}.self_attn.out_proj",
-                    num_heads=att.num_heads, num_kv_heads=att.num_groups, qk_head_dim=att.head_dim,
-                    v_head_dim=att.v_head_dim, qk_reducible=False, rope=True),)
-            ffns = ()
-            if isinstance(ffn, GatedFFN):
-                ffns = (FFNGroup(owner=f"{pre}.ffn", inputs=(f"{pre}.ffn.fc1", f"{pre}.ffn.fc_gate"),
-                                 output=f"{pre}.ffn.fc2"),)
-            blocks.append(BlockStructure(
-                index=i, attention=groups, ffn=ffns,
-                dead_attention=() if groups else (f"{pre}.self_attn",),
-                dead_ffn=() if ffns else (f"{pre}.ffn",)))
+            att = layer.self_attn
+            attention = attention_group(
+                f"{pre}.self_attn", o="out_proj", num_heads=att.num_heads, num_kv_heads=att.num_groups,
+                qk_head_dim=att.head_dim, v_head_dim=att.v_head_dim, qk_reducible=False,
+                rope=True) if isinstance(att, MoiraiAttention) else None
+            ffn = ffn_group(f"{pre}.ffn", ("fc1", "fc_gate"), "fc2") if isinstance(layer.ffn, GatedFFN) else None
+            blocks.append(block(i, f"{pre}.self_attn", attention, f"{pre}.ffn", ffn))
         return ModelStructure(blocks)
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
@@ -516,10 +508,6 @@ class Moirai(Family):
         emb.weight.requires_grad_(old.requires_grad)
         att.var_attn_bias.emb = emb
         att.set_shape(shape)
-
-    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
-        if width == 0:
-            model.set_submodule(group.owner, Constant(model.get_submodule(group.output).out_features))
 
     # ---- patch-size specialisation (recorded in the plan) ----------------------------
     def pre_prune(self, model, datasets: list, cfg) -> dict:

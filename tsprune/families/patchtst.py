@@ -30,10 +30,11 @@ from torch import nn
 
 from tsprune.errors import UserError, missing_extra
 from tsprune.hfutil import config_kwargs, from_pretrained_local
-from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
+from .common import attention_group, block, ffn_group, last_window, resize_attention_module
 
 ARCH = "PatchTSTForPrediction"
 
@@ -150,53 +151,25 @@ class PatchTST(Family):
         blocks = []
         for i, layer in enumerate(model.model.encoder.layers):
             pre = f"model.encoder.layers.{i}"
-            att, ff = layer.self_attn, layer.ff
-            groups = ()
-            if not isinstance(att, Constant):
-                a = f"{pre}.self_attn"
-                groups = (AttentionGroup(
-                    owner=a, q=f"{a}.q_proj", k=f"{a}.k_proj", v=f"{a}.v_proj", o=f"{a}.out_proj",
-                    num_heads=att.num_heads, num_kv_heads=att.num_heads, qk_head_dim=att.head_dim,
-                    v_head_dim=getattr(att, "v_head_dim", att.head_dim), qk_reducible=True, rope=False),)
-            ffn = ()
-            if not isinstance(ff, Constant):
-                ffn = (FFNGroup(owner=f"{pre}.ff", inputs=(f"{pre}.ff.0",), output=f"{pre}.ff.3"),)
-            blocks.append(BlockStructure(
-                index=i, attention=groups, ffn=ffn,
-                dead_attention=(f"{pre}.self_attn",) if not groups else (),
-                dead_ffn=(f"{pre}.ff",) if not ffn else ()))
+            att = layer.self_attn
+            attention = None if isinstance(att, Constant) else attention_group(
+                f"{pre}.self_attn", o="out_proj", num_heads=att.num_heads, num_kv_heads=att.num_heads,
+                qk_head_dim=att.head_dim, v_head_dim=getattr(att, "v_head_dim", att.head_dim),
+                qk_reducible=True, rope=False)
+            ffn = None if isinstance(layer.ff, Constant) else ffn_group(f"{pre}.ff", ("0",), "3")
+            blocks.append(block(i, f"{pre}.self_attn", attention, f"{pre}.ff", ffn))
         return ModelStructure(blocks)
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
-        att = model.get_submodule(group.owner)
-        if shape.num_heads == 0:
-            o = att.out_proj
-            model.set_submodule(group.owner, Constant(o.out_features, o.bias, tuple_output=True))
-        elif isinstance(att, PrunedAttention):
-            att.set_shape(shape)
-        else:
-            model.set_submodule(group.owner, PrunedAttention(att, shape))
-
-    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
-        if width == 0:
-            down = model.get_submodule(group.output)
-            model.set_submodule(group.owner, Constant(down.out_features, down.bias))
+        resize_attention_module(model, group, shape, PrunedAttention, tuple_output=True)
 
     # ---- forecasting --------------------------------------------------------------------
     def predict(self, model, context: torch.Tensor) -> torch.Tensor:
         """One forward pass: context (B, L) -> forecast (B, prediction_length), in the
         context's units. Same computation as PatchTSTForPrediction on one channel."""
         cfg = model.config
-        n = int(cfg.context_length)
-        x = context.float()
-        b, length = x.shape
-        if length >= n:
-            x = x[:, -n:]
-            observed = torch.ones_like(x)
-        else:  # left-pad, marked unobserved for the scaler
-            pad = x.new_zeros(b, n - length)
-            observed = torch.cat([pad, torch.ones_like(x)], dim=1)
-            x = torch.cat([pad, x], dim=1)
+        x, observed = last_window(context.float(), int(cfg.context_length))  # padding unobserved
+        b = x.shape[0]
         core = model.model
         scaled, loc, scale = core.scaler(x[..., None], observed[..., None])   # (B, n, 1), (B, 1, 1)
         patches = core.patchifier(scaled)                                      # (B, 1, N, p)

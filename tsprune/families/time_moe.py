@@ -56,10 +56,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, BlockStructure, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
+from .common import attention_group, ffn_group, resize_attention_module
 
 _ACT = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,
         "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
@@ -458,11 +459,9 @@ class TimeMoe(Family):
             if isinstance(att, Constant):
                 dead_a = (f"{pre}.self_attn",)
             else:
-                a = f"{pre}.self_attn"
-                groups = (AttentionGroup(owner=a, q=f"{a}.q_proj", k=f"{a}.k_proj", v=f"{a}.v_proj",
-                                         o=f"{a}.o_proj", num_heads=att.num_heads,
-                                         num_kv_heads=att.num_kv_heads, qk_head_dim=att.head_dim,
-                                         v_head_dim=att.v_head_dim, qk_reducible=True, rope=True),)
+                groups = (attention_group(f"{pre}.self_attn", num_heads=att.num_heads,
+                                          num_kv_heads=att.num_kv_heads, qk_head_dim=att.head_dim,
+                                          v_head_dim=att.v_head_dim, qk_reducible=True, rope=True),)
             owners = []
             if isinstance(ffn, SparseExperts):
                 owners = [f"{pre}.ffn_layer.experts.{j}" for j in ffn.kept()]
@@ -470,27 +469,17 @@ class TimeMoe(Family):
             else:
                 owners = [f"{pre}.ffn_layer"]
             ffns, dead_f = [], []
-            for o in owners:
+            for o in owners:  # a dead expert stays routable (it keeps its router row) and returns 0
                 if isinstance(model.get_submodule(o), Constant):
                     dead_f.append(o)
                 else:
-                    ffns.append(FFNGroup(owner=o, inputs=(f"{o}.gate_proj", f"{o}.up_proj"),
-                                         output=f"{o}.down_proj"))
+                    ffns.append(ffn_group(o, ("gate_proj", "up_proj"), "down_proj"))
             blocks.append(BlockStructure(index=i, attention=groups, ffn=tuple(ffns),
                                          dead_attention=dead_a, dead_ffn=tuple(dead_f)))
         return ModelStructure(blocks)
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
-        att = model.get_submodule(group.owner)
-        if shape.num_heads == 0:
-            model.set_submodule(group.owner, Constant(att.o_proj.out_features, att.o_proj.bias))
-        else:
-            att.set_shape(shape)
-
-    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
-        if width == 0:  # a dead expert stays routable (it keeps its router row) and returns 0
-            down = model.get_submodule(group.output)
-            model.set_submodule(group.owner, Constant(down.out_features, down.bias))
+        resize_attention_module(model, group, shape)
 
     # ---- experts by routing frequency (METHOD.md s.3) ---------------------------------
     @torch.no_grad()

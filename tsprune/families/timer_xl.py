@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
+from .common import attention_group, block, ffn_group, resize_attention_module
 
 _ACT = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,
         "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
@@ -298,33 +299,17 @@ class TimerXL(Family):
         blocks = []
         for i, layer in enumerate(model.model.layers):
             pre = f"model.layers.{i}"
-            att, mlp = layer.self_attn, layer.ffn_layer
-            groups, ffn = (), ()
-            if not isinstance(att, Constant):
-                a = f"{pre}.self_attn"
-                groups = (AttentionGroup(owner=a, q=f"{a}.q_proj", k=f"{a}.k_proj", v=f"{a}.v_proj",
-                                         o=f"{a}.o_proj", num_heads=att.num_heads,
-                                         num_kv_heads=att.num_kv_heads, qk_head_dim=att.head_dim,
-                                         v_head_dim=att.v_head_dim, qk_reducible=True, rope=True),)
-            if not isinstance(mlp, Constant):
-                f = f"{pre}.ffn_layer"
-                ffn = (FFNGroup(owner=f, inputs=(f"{f}.gate_proj", f"{f}.up_proj"), output=f"{f}.down_proj"),)
-            blocks.append(BlockStructure(index=i, attention=groups, ffn=ffn,
-                                         dead_attention=(f"{pre}.self_attn",) if not groups else (),
-                                         dead_ffn=(f"{pre}.ffn_layer",) if not ffn else ()))
+            att = layer.self_attn
+            attention = None if isinstance(att, Constant) else attention_group(
+                f"{pre}.self_attn", num_heads=att.num_heads, num_kv_heads=att.num_kv_heads,
+                qk_head_dim=att.head_dim, v_head_dim=att.v_head_dim, qk_reducible=True, rope=True)
+            ffn = None if isinstance(layer.ffn_layer, Constant) else ffn_group(
+                f"{pre}.ffn_layer", ("gate_proj", "up_proj"), "down_proj")
+            blocks.append(block(i, f"{pre}.self_attn", attention, f"{pre}.ffn_layer", ffn))
         return ModelStructure(blocks)
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
-        att = model.get_submodule(group.owner)
-        if shape.num_heads == 0:
-            model.set_submodule(group.owner, Constant(att.o_proj.out_features, att.o_proj.bias))
-        else:
-            att.set_shape(shape)
-
-    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
-        if width == 0:
-            down = model.get_submodule(group.output)
-            model.set_submodule(group.owner, Constant(down.out_features, down.bias))
+        resize_attention_module(model, group, shape)
 
     # ---- training and forecasting ---------------------------------------------------
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -38,10 +38,11 @@ from torch import nn
 
 from tsprune.errors import missing_extra
 from tsprune.hfutil import config_kwargs, from_pretrained_local
-from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
+from .common import attention_group, block, ffn_group, pad_to_multiple
 
 try:
     from transformers import TimesFmConfig, TimesFmModelForPrediction
@@ -152,24 +153,14 @@ class TimesFm2(Family):
         blocks = []
         for i, layer in enumerate(model.decoder.layers):
             pre = f"decoder.layers.{i}"
-            att, mlp = layer.self_attn, layer.mlp
-            groups = ()
-            if not isinstance(att, Constant):
-                groups = (AttentionGroup(
-                    owner=f"{pre}.self_attn", q=f"{pre}.self_attn.q_proj", k=f"{pre}.self_attn.k_proj",
-                    v=f"{pre}.self_attn.v_proj", o=f"{pre}.self_attn.o_proj",
-                    num_heads=getattr(att, "num_heads", cfg.num_attention_heads),
-                    num_kv_heads=getattr(att, "num_heads", cfg.num_attention_heads),
-                    qk_head_dim=att.head_dim, v_head_dim=getattr(att, "v_head_dim", att.head_dim),
-                    qk_reducible=True, rope=False),)
-            ffn = ()
-            if not isinstance(mlp, DeadMLP):
-                ffn = (FFNGroup(owner=f"{pre}.mlp", inputs=(f"{pre}.mlp.gate_proj",),
-                                output=f"{pre}.mlp.down_proj"),)
-            blocks.append(BlockStructure(
-                index=i, attention=groups, ffn=ffn,
-                dead_attention=(f"{pre}.self_attn",) if not groups else (),
-                dead_ffn=(f"{pre}.mlp",) if not ffn else ()))
+            att = layer.self_attn
+            heads = getattr(att, "num_heads", cfg.num_attention_heads)
+            attention = None if isinstance(att, Constant) else attention_group(
+                f"{pre}.self_attn", num_heads=heads, num_kv_heads=heads, qk_head_dim=att.head_dim,
+                v_head_dim=getattr(att, "v_head_dim", att.head_dim), qk_reducible=True, rope=False)
+            ffn = None if isinstance(layer.mlp, DeadMLP) else ffn_group(f"{pre}.mlp", ("gate_proj",),
+                                                                         "down_proj")
+            blocks.append(block(i, f"{pre}.self_attn", attention, f"{pre}.mlp", ffn))
         return ModelStructure(blocks)
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
@@ -202,14 +193,7 @@ class TimesFm2(Family):
         """(B, L) -> last context_length steps, left-padded to a multiple of the patch
         length; padding (B, L') float, 1 = padded."""
         cfg = model.config
-        x = context[:, -int(cfg.context_length):]
-        b, n = x.shape
-        pad = (-n) % cfg.patch_length
-        mask = torch.zeros_like(x)
-        if pad:
-            x = torch.cat([x.new_zeros(b, pad), x], dim=1)
-            mask = torch.cat([mask.new_ones(b, pad), mask], dim=1)
-        return x, mask
+        return pad_to_multiple(context[:, -int(cfg.context_length):], cfg.patch_length)
 
     def _decode(self, model, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """One decode step on a prepared window (B, n): (B, horizon_length, 1 + Q) in the

@@ -26,10 +26,11 @@ from torch import nn
 
 from tsprune.errors import missing_extra
 from tsprune.hfutil import config_kwargs, from_pretrained_local
-from tsprune.prune.structure import AttentionGroup, BlockStructure, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
+from .common import attention_group, block, ffn_group, pad_to_multiple, resize_attention_module
 
 try:
     from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
@@ -128,57 +129,23 @@ class TimesFm25(Family):
         blocks = []
         for i, layer in enumerate(model.model.layers):
             pre = f"model.layers.{i}"
-            att, mlp = layer.self_attn, layer.mlp
-            groups = ()
-            if not isinstance(att, Constant):
-                h = getattr(att, "num_heads", cfg.num_attention_heads)
-                kv = getattr(att, "num_kv_heads", cfg.num_key_value_heads)
-                groups = (AttentionGroup(
-                    owner=f"{pre}.self_attn", q=f"{pre}.self_attn.q_proj", k=f"{pre}.self_attn.k_proj",
-                    v=f"{pre}.self_attn.v_proj", o=f"{pre}.self_attn.o_proj", num_heads=h,
-                    num_kv_heads=kv, qk_head_dim=att.head_dim,
-                    v_head_dim=getattr(att, "v_head_dim", att.head_dim),
-                    qk_reducible=False, rope=True),)
-            ffn = ()
-            if not isinstance(mlp, Constant):
-                ffn = (FFNGroup(owner=f"{pre}.mlp", inputs=(f"{pre}.mlp.fc1",), output=f"{pre}.mlp.fc2"),)
-            blocks.append(BlockStructure(
-                index=i, attention=groups, ffn=ffn,
-                dead_attention=(f"{pre}.self_attn",) if not groups else (),
-                dead_ffn=(f"{pre}.mlp",) if not ffn else ()))
+            att = layer.self_attn
+            attention = None if isinstance(att, Constant) else attention_group(
+                f"{pre}.self_attn", num_heads=getattr(att, "num_heads", cfg.num_attention_heads),
+                num_kv_heads=getattr(att, "num_kv_heads", cfg.num_key_value_heads),
+                qk_head_dim=att.head_dim, v_head_dim=getattr(att, "v_head_dim", att.head_dim),
+                qk_reducible=False, rope=True)
+            ffn = None if isinstance(layer.mlp, Constant) else ffn_group(f"{pre}.mlp", ("fc1",), "fc2")
+            blocks.append(block(i, f"{pre}.self_attn", attention, f"{pre}.mlp", ffn))
         return ModelStructure(blocks)
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
-        att = model.get_submodule(group.owner)
-        if shape.num_heads == 0:
-            o = att.o_proj
-            model.set_submodule(group.owner, Constant(o.out_features, o.bias, tuple_output=True))
-            return
-        if isinstance(att, PrunedAttention):
-            att.set_shape(shape)
-        else:
-            model.set_submodule(group.owner, PrunedAttention(att, shape))
-
-    def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
-        if width == 0:
-            down = model.get_submodule(group.output)
-            model.set_submodule(group.owner, Constant(down.out_features, down.bias))
+        resize_attention_module(model, group, shape, PrunedAttention, tuple_output=True)
 
     # ---- forecasting --------------------------------------------------------------------
-    def _pad(self, model, context: torch.Tensor):
-        """Left-pad (B, L) to a multiple of the patch length; padding mask 1 = padded."""
-        p = model.config.patch_length
-        b, n = context.shape
-        pad = (-n) % p
-        mask = torch.zeros_like(context)
-        if pad:
-            context = torch.cat([context.new_zeros(b, pad), context], dim=1)
-            mask = torch.cat([mask.new_ones(b, pad), mask], dim=1)
-        return context, mask
-
     def _full_forecast(self, model, context: torch.Tensor):
         """One decode step. Returns (normalised full forecast (B, h, Q+1), mu, sigma)."""
-        x, pad = self._pad(model, context)
+        x, pad = pad_to_multiple(context, model.config.patch_length)
         mu = x.mean(dim=1, keepdim=True)
         sigma = x.std(dim=1, keepdim=True)
         xn = model.model._revin(x, mu, sigma, reverse=False)

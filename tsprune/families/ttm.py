@@ -43,6 +43,7 @@ from tsprune.errors import UserError, bad_arg, missing_extra
 from tsprune.prune.structure import BlockStructure, FFNGroup, ModelStructure
 
 from .base import Constant, Export, Family, Forecast
+from .common import last_window
 
 GRANITE_PIN = "granite-tsfm==0.3.11"
 HEAD = "head.base_forecast_block"
@@ -197,13 +198,7 @@ class TTM(Family):
     def _predict(self, model, context: torch.Tensor) -> torch.Tensor:
         """context (B, L) -> de-standardised forecast (B, output_horizon)."""
         cfg = model.config
-        n = int(cfg.context_length)
-        x = context.float()[:, -n:]
-        obs = torch.ones_like(x)
-        if x.shape[1] < n:  # left-pad, marked unobserved
-            pad = n - x.shape[1]
-            x = torch.cat([x.new_zeros(x.shape[0], pad), x], dim=1)
-            obs = torch.cat([obs.new_zeros(obs.shape[0], pad), obs], dim=1)
+        x, obs = last_window(context.float(), int(cfg.context_length))  # padding unobserved
         kw = {}
         if cfg.resolution_prefix_tuning:
             kw["freq_token"] = torch.full((x.shape[0],), int(getattr(cfg, "tsprune_freq_token", 0)),
