@@ -49,24 +49,18 @@ the routed tokens per expert, as the published layer does); both paths are teste
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsprune.nn import ACTIVATIONS, CausalRopeAttention, GatedMLP, RMSNorm, init_linears, rope_tables
 from tsprune.prune.structure import AttentionGroup, BlockStructure, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
-from .common import attention_group, ffn_group, resize_attention_module
-
-_ACT = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,
-        "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
-_HF_KEYS = ("architectures", "auto_map", "transformers_version", "model_type", "torch_dtype", "dtype",
-            "_name_or_path")
-
+from .common import attention_group, config_from_dict, ffn_group, mean_std, resize_attention_module
 
 @dataclass(frozen=True)
 class TimeMoeConfig:
@@ -114,17 +108,14 @@ class TimeMoeConfig:
                              f"num_key_value_heads {self.num_key_value_heads}")
         if not (self.use_dense ^ self.apply_aux_loss):  # the published config asserts this
             raise ValueError("use_dense and apply_aux_loss cannot both be true or both be false")
-        if self.hidden_act not in _ACT:
-            raise ValueError(f"hidden_act: got {self.hidden_act!r}; expected one of {sorted(_ACT)}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act: got {self.hidden_act!r}; expected one of {sorted(ACTIVATIONS)}")
         if not self.horizon_lengths or min(self.horizon_lengths) < 1:
             raise ValueError(f"horizon_lengths: got {list(self.horizon_lengths)}; expected positive lengths")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimeMoeConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names and k not in _HF_KEYS}
-        return cls(**known, extra=extra)
+        return config_from_dict(cls, d)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -139,19 +130,6 @@ class TimeMoeConfig:
 # ---------------------------------------------------------------------------------------
 # modules (published names)
 # ---------------------------------------------------------------------------------------
-class RMSNorm(nn.Module):
-    def __init__(self, d: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-        self.variance_epsilon = eps
-
-    def forward(self, x):
-        dt = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x.to(dt)
-
-
 class InputEmbedding(nn.Module):
     """x (B, T, 1) -> act(gate_layer(x)) * emb_layer(x)  (B, T, D)."""
 
@@ -159,105 +137,10 @@ class InputEmbedding(nn.Module):
         super().__init__()
         self.emb_layer = nn.Linear(cfg.input_size, cfg.hidden_size, bias=False)
         self.gate_layer = nn.Linear(cfg.input_size, cfg.hidden_size, bias=False)
-        self.act = _ACT[cfg.hidden_act]
+        self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x):
         return self.act(self.gate_layer(x)) * self.emb_layer(x)
-
-
-class TemporalBlock(nn.Module):
-    """Gated MLP: down_proj(act(gate_proj(h)) * up_proj(h)); (..., D) -> (..., D)."""
-
-    def __init__(self, d: int, width: int, act: str):
-        super().__init__()
-        self.gate_proj = nn.Linear(d, width, bias=False)
-        self.up_proj = nn.Linear(d, width, bias=False)
-        self.down_proj = nn.Linear(width, d, bias=False)
-        self.act = _ACT[act]
-
-    def forward(self, h):
-        return self.down_proj(self.act(self.gate_proj(h)) * self.up_proj(h))
-
-
-def rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def rope_tables(head_dim: int, theta: float, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (T, head_dim) for positions 0..T-1 (dims i and i + d/2 share a frequency)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float()
-                                / head_dim))
-    freqs = torch.outer(torch.arange(t, device=device, dtype=torch.int64).float(), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
-
-
-def _apply_rope(x, cos, sin, idx, group: int):
-    """x (B, heads, T, d'); cos/sin (T, d); idx (Hkv, d') kept original dims or None."""
-    if idx is not None:
-        cos = cos[:, idx].permute(1, 0, 2)  # (Hkv, T, d')
-        sin = sin[:, idx].permute(1, 0, 2)
-        if group > 1:
-            cos = cos.repeat_interleave(group, dim=0)
-            sin = sin.repeat_interleave(group, dim=0)
-    return x * cos + rotate_half(x) * sin
-
-
-class Attention(nn.Module):
-    """Causal RoPE self-attention with its own (possibly pruned) shapes.
-
-    forward(h (B, T, D), cos, sin (T, head_dim of the dense model) for h's positions, past)
-    -> (out (B, T, D), (k, v)): past (k, v) (B, Hkv, P, d) are the earlier positions' rotated
-    keys and values (decoding with a cache), returned extended by h's.
-    Scaling 1/sqrt(qk_head_dim): after a Q/K reduction the surgery rescales W_Q (and b_Q) by
-    sqrt(d'/d), so the temperature stays 1/sqrt(d)."""
-
-    def __init__(self, cfg: TimeMoeConfig):
-        super().__init__()
-        d, h, kv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(d, h * hd, bias=True)
-        self.k_proj = nn.Linear(d, kv * hd, bias=True)
-        self.v_proj = nn.Linear(d, kv * hd, bias=True)
-        self.o_proj = nn.Linear(h * hd, d, bias=False)
-        self.attention_dropout = cfg.attention_dropout
-        self.set_shape(AttentionShape(h, kv, hd, hd, list(range(kv)), None))
-
-    def set_shape(self, shape: AttentionShape) -> None:
-        self.num_heads, self.num_kv_heads = shape.num_heads, shape.num_kv_heads
-        self.head_dim, self.v_head_dim = shape.qk_head_dim, shape.v_head_dim
-        idx = None if shape.qk_dims is None else torch.tensor(shape.qk_dims, dtype=torch.long)
-        self.register_buffer("rope_idx", idx, persistent=False)
-        self.tsprune_shape = shape.to_json()
-
-    def forward(self, h, cos, sin, past=None):
-        b, t, _ = h.shape
-        g = self.num_heads // self.num_kv_heads
-        q = self.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(b, t, self.num_kv_heads, self.v_head_dim).transpose(1, 2)
-        q = _apply_rope(q, cos, sin, self.rope_idx, g)
-        k = _apply_rope(k, cos, sin, self.rope_idx, 1)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        kv = (k, v)
-        s = k.shape[2]
-        p = s - t                                                   # cached positions
-        if g > 1:
-            k = k.repeat_interleave(g, dim=1)
-            v = v.repeat_interleave(g, dim=1)
-        drop = self.attention_dropout if self.training else 0.0
-        if self.head_dim == 0:  # every Q/K pair pruned: q.k = 0, uniform causal weights
-            out = v.cumsum(dim=2)[:, :, p:] / torch.arange(p + 1, s + 1, device=v.device, dtype=v.dtype)[:, None]
-        elif p == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop,
-                                                 scale=1.0 / math.sqrt(self.head_dim))  # (B, H, T, dv)
-        else:  # query i sits at position p + i and sees keys 0..p + i
-            allowed = (torch.arange(s, device=h.device)[None, :]
-                       <= p + torch.arange(t, device=h.device)[:, None])  # (T, S)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop,
-                                                 scale=1.0 / math.sqrt(self.head_dim))
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.v_head_dim)), kv
 
 
 class SparseExperts(nn.Module):
@@ -274,9 +157,9 @@ class SparseExperts(nn.Module):
         self.norm_topk_prob = False  # fixed in the published layer
         self.gate = nn.Linear(cfg.hidden_size, cfg.num_experts, bias=False)
         width = cfg.intermediate_size // cfg.num_experts_per_tok
-        self.experts = nn.ModuleDict({str(j): TemporalBlock(cfg.hidden_size, width, cfg.hidden_act)
+        self.experts = nn.ModuleDict({str(j): GatedMLP(cfg.hidden_size, width, cfg.hidden_act)
                                       for j in range(cfg.num_experts)})
-        self.shared_expert = TemporalBlock(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
+        self.shared_expert = GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
         self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
         self._set_keep()
 
@@ -330,8 +213,9 @@ class SparseExperts(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: TimeMoeConfig):
         super().__init__()
-        self.self_attn = Attention(cfg)
-        self.ffn_layer = (TemporalBlock(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
+        self.self_attn = CausalRopeAttention(cfg.hidden_size, cfg.num_attention_heads,
+                                             cfg.num_key_value_heads, cfg.head_dim, cfg.attention_dropout)
+        self.ffn_layer = (GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
                           if cfg.use_dense else SparseExperts(cfg))
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
@@ -380,14 +264,9 @@ class TimeMoeForPrediction(nn.Module):
                                       for h in cfg.horizon_lengths)
         self.reset_parameters()
 
-    @torch.no_grad()
     def reset_parameters(self) -> None:
         """The published _init_weights: Linear weights N(0, initializer_range), biases 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, self.config.initializer_range)
-                if m.bias is not None:
-                    m.bias.zero_()
+        init_linears(self, self.config.initializer_range)
 
     def forward(self, x, dispatch: str = "auto", cache: dict | None = None):
         t = x.shape[1]
@@ -410,13 +289,6 @@ class TimeMoeForPrediction(nn.Module):
 # ---------------------------------------------------------------------------------------
 # the family adapter
 # ---------------------------------------------------------------------------------------
-def _normalise(context: torch.Tensor):
-    """Instance normalisation of (B, L): mean and std (+1e-6) over the context."""
-    mu = context.mean(dim=1, keepdim=True)
-    sd = context.std(dim=1, keepdim=True) + 1e-6
-    return mu, sd
-
-
 class TimeMoe(Family):
     name = "time_moe"
     model_types = ("time_moe",)
@@ -494,7 +366,7 @@ class TimeMoe(Family):
         for ds in datasets:
             for c, t in ds.batches(batch_size):
                 x = torch.cat([c, t], dim=1).float()
-                mu, sd = _normalise(c.float())
+                mu, sd = mean_std(c.float())
                 _, routes = model(((x - mu) / sd)[:, :-1], dispatch="sparse")
                 for i, (_, sel) in enumerate(routes):
                     counts[i] += torch.bincount(sel.reshape(-1), minlength=counts.shape[1]).double().cpu()
@@ -554,7 +426,7 @@ class TimeMoe(Family):
     # ---- training and forecasting ---------------------------------------------------
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         c = context.float()
-        mu, sd = _normalise(c)
+        mu, sd = mean_std(c)
         x = (torch.cat([c, target.float()], dim=1) - mu) / sd                     # (B, L + H)
         hidden, routes = model(x[:, :-1])                                          # (B, T, D)
         if torch.is_grad_enabled():  # for aux_loss, called next on the same forward
@@ -588,7 +460,7 @@ class TimeMoe(Family):
 
     def forecast(self, model, context: torch.Tensor, horizon: int, dispatch: str = "auto") -> Forecast:
         c = context.float()
-        mu, sd = _normalise(c)
+        mu, sd = mean_std(c)
         seq = (c - mu) / sd
         outs, done, cache = [], 0, {}
         while done < horizon:  # with a KV cache, the same as rerunning the grown sequence

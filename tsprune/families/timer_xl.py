@@ -30,23 +30,19 @@ per-KV-group kept dims and slices the RoPE tables to them.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsprune.nn import ACTIVATIONS, CausalRopeAttention, GatedMLP, init_linears, rope_tables
 from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
-from .common import attention_group, block, ffn_group, resize_attention_module
+from .common import attention_group, block, config_from_dict, ffn_group, mean_std, resize_attention_module
 
-_ACT = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,
-        "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
-_HF_KEYS = ("architectures", "auto_map", "transformers_version", "model_type", "torch_dtype", "dtype",
-            "_name_or_path")
 ROPE_BASE = 10000.0
 
 
@@ -81,17 +77,14 @@ class TimerConfig:
                              f"{self.num_attention_heads}")
         if (self.hidden_size // self.num_attention_heads) % 2:
             raise ValueError("the attention head dim must be even (RoPE)")
-        if self.hidden_act not in _ACT:
-            raise ValueError(f"hidden_act: got {self.hidden_act!r}; expected one of {sorted(_ACT)}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act: got {self.hidden_act!r}; expected one of {sorted(ACTIVATIONS)}")
         if self.input_token_len < 1 or not self.output_token_lens or min(self.output_token_lens) < 1:
             raise ValueError("input_token_len and output_token_lens must be positive")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimerConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names and k not in _HF_KEYS}
-        return cls(**known, extra=extra)
+        return config_from_dict(cls, d)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -118,97 +111,19 @@ class PatchEmbedding(nn.Module):
         return self.emb(x.unfold(-1, self.input_token_len, self.input_token_len))
 
 
-def rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def rope_tables(head_dim: int, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (T, head_dim) for positions 0..T-1, base 10000."""
-    inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float()
-                                    / head_dim))
-    freqs = torch.outer(torch.arange(t, device=device, dtype=torch.int64).float(), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
-
-
-def _apply_rope(x, cos, sin, idx, group: int):
-    """x (B, heads, T, d'); cos/sin (T, d); idx (Hkv, d') kept original dims or None."""
-    if idx is not None:
-        cos = cos[:, idx].permute(1, 0, 2)  # (Hkv, T, d')
-        sin = sin[:, idx].permute(1, 0, 2)
-        if group > 1:
-            cos = cos.repeat_interleave(group, dim=0)
-            sin = sin.repeat_interleave(group, dim=0)
-    return x * cos + rotate_half(x) * sin
-
-
-class Attention(nn.Module):
-    """Causal RoPE attention with per-layer shapes. forward(h (B, N, D), cos, sin) -> (B, N, D).
-
-    After a Q/K RoPE-pair reduction, rope_idx (Hkv, d') holds each KV group's kept dims
-    (original indices, kept pairs' low dims then their high dims) and the RoPE tables are
-    gathered to them; scaling 1/sqrt(d') with W_Q, b_Q rescaled by sqrt(d'/d) by the surgery."""
-
-    def __init__(self, cfg: TimerConfig):
-        super().__init__()
-        d, h, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
-        self.q_proj = nn.Linear(d, d, bias=True)
-        self.k_proj = nn.Linear(d, d, bias=True)
-        self.v_proj = nn.Linear(d, d, bias=True)
-        self.o_proj = nn.Linear(d, d, bias=False)
-        self.attention_dropout = cfg.attention_dropout
-        self.set_shape(AttentionShape(h, h, hd, hd, list(range(h)), None))
-
-    def set_shape(self, shape: AttentionShape) -> None:
-        self.num_heads, self.num_kv_heads = shape.num_heads, shape.num_kv_heads
-        self.head_dim, self.v_head_dim = shape.qk_head_dim, shape.v_head_dim
-        idx = None if shape.qk_dims is None else torch.tensor(shape.qk_dims, dtype=torch.long)
-        self.register_buffer("rope_idx", idx, persistent=False)
-        self.tsprune_shape = shape.to_json()
-
-    def forward(self, h, cos, sin):
-        b, t, _ = h.shape
-        g = self.num_heads // self.num_kv_heads
-        q = self.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(b, t, self.num_kv_heads, self.v_head_dim).transpose(1, 2)
-        q = _apply_rope(q, cos, sin, self.rope_idx, g)
-        k = _apply_rope(k, cos, sin, self.rope_idx, 1)
-        if g > 1:
-            k = k.repeat_interleave(g, dim=1)
-            v = v.repeat_interleave(g, dim=1)
-        if self.head_dim == 0:  # every Q/K pair pruned: q.k = 0, uniform causal weights
-            out = v.cumsum(dim=2) / torch.arange(1, t + 1, device=v.device, dtype=v.dtype)[:, None]
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=1.0 / math.sqrt(self.head_dim),
-                dropout_p=self.attention_dropout if self.training else 0.0)  # (B, H, N, dv)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.v_head_dim))
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: TimerConfig):
-        super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.act = _ACT[cfg.hidden_act]
-
-    def forward(self, h):
-        return self.down_proj(self.act(self.gate_proj(h)) * self.up_proj(h))
-
-
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: TimerConfig):
         super().__init__()
-        self.self_attn = Attention(cfg)
-        self.ffn_layer = MLP(cfg)
+        self.self_attn = CausalRopeAttention(cfg.hidden_size, cfg.num_attention_heads,
+                                             cfg.num_attention_heads, cfg.head_dim, cfg.attention_dropout)
+        self.ffn_layer = GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
         self.norm1 = nn.LayerNorm(cfg.hidden_size)
         self.norm2 = nn.LayerNorm(cfg.hidden_size)
 
     def forward(self, h, cos, sin):
-        h = self.norm1(h + self.self_attn(h, cos, sin))
+        a = self.self_attn(h, cos, sin)
+        a = a[0] if isinstance(a, tuple) else a    # (out, (k, v)); a dead attention: a Constant
+        h = self.norm1(h + a)
         return self.norm2(h + self.ffn_layer(h))
 
 
@@ -231,18 +146,13 @@ class TimerForPrediction(nn.Module):
                                       for n in cfg.output_token_lens)
         self.reset_parameters()
 
-    @torch.no_grad()
     def reset_parameters(self) -> None:
         """The published _init_weights: Linear weights N(0, initializer_range), biases 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, self.config.initializer_range)
-                if m.bias is not None:
-                    m.bias.zero_()
+        init_linears(self, self.config.initializer_range)
 
     def forward(self, x):
         h = self.model.embed_layer(x)
-        cos, sin = rope_tables(self.config.head_dim, h.shape[1], x.device)
+        cos, sin = rope_tables(self.config.head_dim, ROPE_BASE, h.shape[1], x.device)
         cos, sin = cos.to(h.dtype), sin.to(h.dtype)
         for layer in self.model.layers:
             h = layer(h, cos, sin)
@@ -258,12 +168,6 @@ def _whole_patches(context: torch.Tensor, p: int) -> torch.Tensor:
     if n == 0:
         raise ValueError(f"context length {context.shape[1]} is shorter than one patch ({p})")
     return context[:, context.shape[1] - n:]
-
-
-def _normalise(context: torch.Tensor):
-    mu = context.mean(dim=1, keepdim=True)
-    sd = context.std(dim=1, keepdim=True) + 1e-6
-    return mu, sd
 
 
 class TimerXL(Family):
@@ -315,7 +219,7 @@ class TimerXL(Family):
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p = model.config.input_token_len
         c = _whole_patches(context.float(), p)
-        mu, sd = _normalise(c)
+        mu, sd = mean_std(c)
         x = (torch.cat([c, target.float()], dim=1) - mu) / sd                     # (B, L + H)
         n_ctx = c.shape[1]
         hidden = model(x[:, :n_ctx])                                               # (B, N, D)
@@ -345,7 +249,7 @@ class TimerXL(Family):
     def forecast(self, model, context: torch.Tensor, horizon: int) -> Forecast:
         p = model.config.input_token_len
         c = _whole_patches(context.float(), p)
-        mu, sd = _normalise(c)
+        mu, sd = mean_std(c)
         seq = (c - mu) / sd
         outs, done = [], 0
         while done < horizon:
