@@ -149,13 +149,9 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
             base["seasonal_naive"] = {str(h): evaluate_seasonal_naive(
                 data.windows("test", horizon=h, stride=1), data.season) for h in cfg.horizons}
     if "dlinear" in cfg.baselines:
-        from tsprune.baselines import evaluate_forecaster, train_dlinear
+        from tsprune.baselines import train_dlinear
         with phase("dlinear"):
-            base["dlinear"] = {}
-            for h in cfg.horizons:
-                dl = train_dlinear(data, cfg.context, h, seed=cfg.seed, progress=not is_quiet())
-                base["dlinear"][str(h)] = evaluate_forecaster(dl, data.windows("test", horizon=h, stride=1))
-                base["dlinear"][str(h)]["params"] = sum(p.numel() for p in dl.parameters())
+            base["dlinear"] = _trained_baseline(train_dlinear, data, cfg)
     if "patchtst" in cfg.baselines:
         try:
             from tsprune.baselines.patchtst import train_patchtst
@@ -163,18 +159,25 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
             train_patchtst = None
             log(f"[{name}] PatchTST baseline not available; skipped")
         if train_patchtst is not None:
-            from tsprune.baselines import evaluate_forecaster
             with phase("patchtst"):
-                base["patchtst"] = {}
-                for h in cfg.horizons:
-                    pt = train_patchtst(data, cfg.context, h, seed=cfg.seed, progress=not is_quiet())
-                    base["patchtst"][str(h)] = evaluate_forecaster(pt, data.windows("test", horizon=h, stride=1))
-                    base["patchtst"][str(h)]["params"] = sum(p.numel() for p in pt.parameters())
+                base["patchtst"] = _trained_baseline(train_patchtst, data, cfg)
     res["baselines"] = {k: {h: {"mse": v["mse"], "mae": v["mae"], **({"params": v["params"]} if "params" in v else {})}
                             for h, v in d.items()} for k, d in base.items()}
     timings["total"] = round(time.time() - t_ds, 1)
     res["timings"] = timings
     return res
+
+
+def _trained_baseline(train, data, cfg: ReproduceConfig) -> dict:
+    """{horizon: test metrics and "params"} of a baseline that ``train(data, context,
+    horizon, seed=, progress=)`` fits per horizon."""
+    from tsprune.baselines import evaluate_forecaster
+    out = {}
+    for h in cfg.horizons:
+        model = train(data, cfg.context, h, seed=cfg.seed, progress=not is_quiet())
+        out[str(h)] = evaluate_forecaster(model, data.windows("test", horizon=h, stride=1))
+        out[str(h)]["params"] = sum(p.numel() for p in model.parameters())
+    return out
 
 
 def run(cfg: ReproduceConfig, log=print) -> dict:

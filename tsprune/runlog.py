@@ -57,16 +57,11 @@ def log_to_file(path: str | Path | None, logger: str = "tsprune"):
         raise UserError(f"--log-file: cannot write to {str(path)!r} ({e.strerror or e})") from None
     fh.setLevel(logging.INFO)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    old_level = lg.level
-    if lg.getEffectiveLevel() > logging.INFO:
-        lg.setLevel(logging.INFO)
-    lg.addHandler(fh)
     try:
-        yield
+        with _attached(lg, fh):
+            yield
     finally:
-        lg.removeHandler(fh)
         fh.close()
-        lg.setLevel(old_level)
 
 
 @contextlib.contextmanager
@@ -80,12 +75,20 @@ def log_to_stderr(enabled: bool, logger: str = "tsprune"):
         return
     h = logging.StreamHandler(sys.stderr)
     h.setFormatter(logging.Formatter("%(message)s"))
+    with _attached(lg, h):
+        yield
+
+
+@contextlib.contextmanager
+def _attached(lg: logging.Logger, handler: logging.Handler):
+    """Within the block, ``handler`` is attached to ``lg`` and ``lg`` passes INFO records
+    (its level is lowered to INFO if needed); both are restored afterwards."""
     old_level = lg.level
     if lg.getEffectiveLevel() > logging.INFO:
         lg.setLevel(logging.INFO)
-    lg.addHandler(h)
+    lg.addHandler(handler)
     try:
         yield
     finally:
-        lg.removeHandler(h)
+        lg.removeHandler(handler)
         lg.setLevel(old_level)
