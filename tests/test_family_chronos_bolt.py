@@ -4,7 +4,6 @@ dead FFN / attention), save/reload, plan replay, scorer agreement, ONNX parity.
 Tiny configs, offline."""
 from __future__ import annotations
 
-import copy
 import sys
 
 import pytest
@@ -14,12 +13,11 @@ pytest.importorskip("chronos", reason="chronos-forecasting is not installed (pip
 from chronos.chronos_bolt import ChronosBoltModelForForecasting, ChronosBoltPipeline  # noqa: E402
 from transformers import T5Config  # noqa: E402
 
-from helpers import context_batch, masked_forecast, random_masks  # noqa: E402
-from tsprune.data.windows import WindowDataset  # noqa: E402
+from helpers import (context_batch, exports_to_onnx, masked_forecast, plan_forecast,  # noqa: E402
+                     random_masks, reloads_and_replays, scorers_agree, two_series_windows)
 from tsprune.families import detect, get  # noqa: E402
 from tsprune.model import TSModel, load  # noqa: E402
-from tsprune.prune import Plan, PruneConfig, apply, score  # noqa: E402
-from tsprune.prune.masks import MaskSet  # noqa: E402
+from tsprune.prune import Plan, apply  # noqa: E402
 
 QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 TINY = dict(
@@ -108,17 +106,11 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path, cfg):
     assert p.module.decoder.block[0].layer[0].SelfAttention.relative_attention_bias is None
     assert p.num_params() < m.num_params()
     x = context_batch(3, 128)
-    ref = masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, 70)
+    ref = plan_forecast(m, plan, x, 70)
     got = p.forecast(x, 70)
     scale = ref.quantiles.abs().max()
     assert torch.allclose(got.quantiles, ref.quantiles, rtol=1e-4, atol=1e-5 * scale)
-    p.save(tmp_path / "pruned")
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
-    assert torch.equal(q.forecast(x, 70).quantiles, got.quantiles)
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, 40).point, p.forecast(x, 40).point)
+    reloads_and_replays(m, plan, p, x, 70, tmp_path, field="quantiles")
 
 
 def test_dead_first_encoder_attention_still_serves_the_bias():
@@ -135,21 +127,14 @@ def test_dead_first_encoder_attention_still_serves_the_bias():
     assert torch.allclose(got.quantiles, ref.quantiles, rtol=1e-4, atol=1e-5 * ref.quantiles.abs().max())
 
 
-def _windows(n: int = 600, seed: int = 0) -> WindowDataset:
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(n, dtype=torch.float32)
-    s = torch.stack([torch.sin(t / 4) + 0.1 * torch.randn(n, generator=g),
-                     torch.cos(t / 9) + 0.05 * t / n + 0.1 * torch.randn(n, generator=g)])
-    return WindowDataset(s, 128, n, 128, 32, stride=8)
+def _windows(n: int = 600, seed: int = 0):
+    return two_series_windows(n, 128, 32, stride=8, seed=seed, periods=(4, 9), trend=0.05)
 
 
 def test_scorers_agree_and_single_query_qk_go_first():
     m = _tiny()
-    cfg = dict(ratio=0.3, max_epochs=1, macro_batch=32, batch_size=16, calib_samples=None,
-               val_samples=None)
-    fused = score(m, _windows(), _windows(300, 1), PruneConfig(**cfg, scorer="fused"), show_progress=False)
-    ref = score(m, _windows(), _windows(300, 1), PruneConfig(**cfg, scorer="reference"), show_progress=False)
-    assert fused.masks == ref.masks and fused.history[0]["zeroed"] > 0
+    fused = scorers_agree(m, _windows(), _windows(300, 1), ratio=0.3, max_epochs=1, macro_batch=32,
+                          batch_size=16, calib_samples=None, val_samples=None)
     dec0 = "decoder.block.0.layer.0.SelfAttention"
     for lin in ("q", "k"):  # softmax over one key: exactly zero gradients, pruned at once
         assert len(fused.masks[f"{dec0}.{lin}"]["out"]) == 32
@@ -161,12 +146,9 @@ def test_scorers_agree_and_single_query_qk_go_first():
 
 
 def test_pruned_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = _tiny()
     p = apply(m, _uneven_plan(m))
-    r = export_onnx(p, tmp_path / "m.onnx", context=128, horizon=24)
-    assert r["max_abs_err"] < 1e-4 and r["outputs"] == ["point", "quantiles"]
+    exports_to_onnx(p, tmp_path / "m.onnx", context=128, horizon=24, outputs=("point", "quantiles"))
 
 
 def test_missing_package_names_the_extra(monkeypatch):

@@ -14,7 +14,8 @@ import types
 import pytest
 import torch
 
-from helpers import context_batch, masked_forecast, random_masks, synthetic_frame
+from helpers import (context_batch, exports_to_onnx, masked_forecast, plan_forecast, random_masks,
+                     reloads_and_replays, synthetic_frame)
 from tsprune.errors import UserError
 from tsprune.families import detect
 from tsprune.model import TSModel, from_config, load
@@ -158,29 +159,16 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path):
     assert p.module.encoder.layers[0].self_attn.var_attn_bias.emb.weight.shape == (2, 1)
     assert p.num_params() < m.num_params()
     x = context_batch(3, L)
-    ref_model = m.clone()
-    ref_model.family.apply_extra(ref_model.module, plan.extra)
-    ref = masked_forecast(ref_model, MaskSet.from_json(ref_model.module, plan.masks), x, H)
-    got = p.forecast(x, H)
-    assert torch.allclose(got.point, ref.point, atol=1e-5, rtol=1e-5)
-    p.save(tmp_path / "pruned")
+    ref = plan_forecast(m, plan, x, H)
+    assert torch.allclose(p.forecast(x, H).point, ref.point, atol=1e-5, rtol=1e-5)
+    reloads_and_replays(m, plan, p, x, 96, tmp_path)
     cfg = json.loads((tmp_path / "pruned" / "config.json").read_text())
     assert cfg["patch_sizes"] == [16] and detect(cfg).name == "moirai"
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
-    assert torch.equal(q.forecast(x, 96).point, p.forecast(x, 96).point)
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, H).point, got.point)
 
 
 def test_uneven_pruned_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = _model()
-    p = apply(m, _uneven_plan(m))
-    r = export_onnx(p, tmp_path / "m.onnx", context=L, horizon=H)
-    assert r["max_abs_err"] < 1e-4 and r["outputs"] == ["point"]
+    exports_to_onnx(apply(m, _uneven_plan(m)), tmp_path / "m.onnx", context=L, horizon=H)
 
 
 def test_fused_and_reference_scorers_give_the_same_plan():

@@ -3,21 +3,18 @@ channels), uneven surgery == masks (dead FFN, dead attention), save/reload, plan
 scorer agreement, ONNX parity, unsupported configs. Tiny configs, offline."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 from transformers import PatchTSTConfig, PatchTSTForPrediction  # noqa: E402
 
-from helpers import context_batch, masked_forecast, random_masks  # noqa: E402
-from tsprune.data.windows import WindowDataset  # noqa: E402
+from helpers import (context_batch, exports_to_onnx, plan_forecast, random_masks,  # noqa: E402
+                     reloads_and_replays, scorers_agree, two_series_windows)
 from tsprune.errors import UserError  # noqa: E402
 from tsprune.families import detect, get  # noqa: E402
 from tsprune.model import TSModel, from_config, load  # noqa: E402
-from tsprune.prune import Plan, PruneConfig, apply, score  # noqa: E402
-from tsprune.prune.masks import MaskSet  # noqa: E402
+from tsprune.prune import Plan, apply  # noqa: E402
 
 TINY = dict(model_type="patchtst", architectures=["PatchTSTForPrediction"], num_input_channels=1,
             context_length=96, patch_length=16, patch_stride=8, num_hidden_layers=3, d_model=32,
@@ -111,42 +108,25 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path):
     assert rows[2]["qk_dim"] == 0 and rows[2]["heads"] == 4
     assert p.num_params() < m.num_params()
     x = context_batch(3, 96)
-    ref = masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, 40)
-    got = p.forecast(x, 40)
-    assert torch.allclose(got.point, ref.point, atol=1e-5, rtol=1e-5)
-    p.save(tmp_path / "pruned")
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
-    assert torch.equal(q.forecast(x, 40).point, got.point)
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, 24).point, p.forecast(x, 24).point)
+    ref = plan_forecast(m, plan, x, 40)
+    assert torch.allclose(p.forecast(x, 40).point, ref.point, atol=1e-5, rtol=1e-5)
+    reloads_and_replays(m, plan, p, x, 40, tmp_path)
 
 
-def _windows(n: int = 500, seed: int = 0) -> WindowDataset:
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(n, dtype=torch.float32)
-    s = torch.stack([torch.sin(t / 4) + 0.1 * torch.randn(n, generator=g),
-                     torch.cos(t / 9) + 0.05 * t / n + 0.1 * torch.randn(n, generator=g)])
-    return WindowDataset(s, 96, n, 96, 24, stride=4)
+def _windows(n: int = 500, seed: int = 0):
+    return two_series_windows(n, 96, 24, stride=4, seed=seed, periods=(4, 9), trend=0.05)
 
 
 def test_scorers_agree():
     m = TSModel(get("patchtst"), _hf())
-    cfg = dict(ratio=0.3, max_epochs=1, macro_batch=32, batch_size=16, calib_samples=None,
-               val_samples=None)
-    fused = score(m, _windows(), _windows(300, 1), PruneConfig(**cfg, scorer="fused"), show_progress=False)
-    ref = score(m, _windows(), _windows(300, 1), PruneConfig(**cfg, scorer="reference"), show_progress=False)
-    assert fused.masks == ref.masks and fused.history[0]["zeroed"] > 0
+    fused = scorers_agree(m, _windows(), _windows(300, 1), ratio=0.3, max_epochs=1, macro_batch=32,
+                          batch_size=16, calib_samples=None, val_samples=None)
     p = apply(m, fused)
     assert p.num_params() < m.num_params()
     assert torch.isfinite(p.forecast(context_batch(2, 96), 24).point).all()
 
 
 def test_pruned_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = TSModel(get("patchtst"), _hf())
     p = apply(m, _uneven_plan(m))
-    r = export_onnx(p, tmp_path / "m.onnx", context=96, horizon=40)   # 40 > 24: rollout in the graph
-    assert r["max_abs_err"] < 1e-4 and r["outputs"] == ["point"]
+    exports_to_onnx(p, tmp_path / "m.onnx", context=96, horizon=40)   # 40 > 24: rollout in the graph

@@ -3,18 +3,16 @@ decoding and rollout, expert pruning by routing frequency, surgery == masks, sav
 plan replay, scorer agreement and ONNX parity. Tiny configs, offline."""
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
 
-from helpers import context_batch, masked_forecast, random_masks
-from tsprune.data.windows import WindowDataset
+from helpers import (context_batch, exports_to_onnx, one_thread, plan_forecast, random_masks,  # noqa: F401
+                     reloads_and_replays, scorers_agree, two_series_windows)
 from tsprune.families import detect
 from tsprune.model import from_config, load
-from tsprune.prune import Plan, PruneConfig, apply, score
-from tsprune.prune.masks import MaskSet
+from tsprune.prune import Plan, PruneConfig, apply
 
 # published config.json keys (a Maple728/TimeMoE-50M config with tiny sizes)
 TINY = {
@@ -28,15 +26,6 @@ TINY = {
     "router_aux_loss_factor": 0.02, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
     "transformers_version": "4.40.1", "use_cache": True, "use_dense": False,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids oversubscription on a shared CPU (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def published_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
@@ -72,12 +61,8 @@ def tiny(seed: int = 0, **over):
     return from_config({**TINY, **over})
 
 
-def dataset(n: int = 400, context: int = 48, horizon: int = 8, seed: int = 0) -> WindowDataset:
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(n, dtype=torch.float32)
-    s = torch.stack([torch.sin(t / 5) + 0.1 * torch.randn(n, generator=g),
-                     torch.cos(t / 7) + 0.1 * torch.randn(n, generator=g)])
-    return WindowDataset(s, context, n, context, horizon, stride=4)
+def dataset(n: int = 400, seed: int = 0):
+    return two_series_windows(n, 48, 8, stride=4, seed=seed)
 
 
 def test_published_names_shapes_and_config():
@@ -233,19 +218,13 @@ def test_uneven_surgery_equals_masked_reloads_and_replays(tmp_path, layer1):
     assert att.rope_idx.tolist() == [[1, 3, 5, 7], [0, 2, 4, 6], [2, 3, 6, 7]]  # per kept KV group
     assert p.num_params() < m.num_params()
     x = context_batch(3, 64)
-    ref = masked_forecast(probe, MaskSet.from_json(probe.module, plan.masks), x, 20)
+    ref = plan_forecast(m, plan, x, 20)
     got = p.forecast(x, 20)
     assert torch.allclose(got.point, ref.point, atol=1e-5, rtol=1e-5)
-    p.save(tmp_path / "pruned")
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
+    q = reloads_and_replays(m, plan, p, x, 20, tmp_path)
     assert q.manifest["extra"] == extra
-    assert torch.equal(q.forecast(x, 20).point, got.point)
     q.save(tmp_path / "again")  # the manifest survives a second save
     assert torch.equal(load(tmp_path / "again").forecast(x, 20).point, got.point)
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, 20).point, got.point)
 
 
 def test_zero_pruning_equals_model():
@@ -262,12 +241,8 @@ def test_scoring_removes_experts_and_scorers_agree(tmp_path):
     ds, val = dataset(seed=1), dataset(n=200, seed=2)
     freq, _ = m.family.expert_frequency(m.module, [ds, val])
     thr = float(freq.min(1).values.max())
-    cfg = dict(ratio=0.1, max_epochs=2, macro_batch=64, batch_size=16, calib_samples=None,
-               val_samples=None, expert_threshold=thr)
-    fused = score(m, ds, val, PruneConfig(**cfg, scorer="fused"), show_progress=False)
-    ref = score(m, ds, val, PruneConfig(**cfg, scorer="reference"), show_progress=False)
-    assert fused.extra == ref.extra and fused.masks == ref.masks
-    assert fused.history[0]["zeroed"] > 0
+    fused = scorers_agree(m, ds, val, ratio=0.1, max_epochs=2, macro_batch=64, batch_size=16,
+                          calib_samples=None, val_samples=None, expert_threshold=thr)
     removed = fused.extra["experts"]["removed"]
     assert any(removed.values())
     p = apply(m, fused)
@@ -300,13 +275,10 @@ def test_aux_loss_and_finetune_settings():
 
 
 def test_pruned_model_with_uneven_experts_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = tiny(9)
     extra = {"experts": {"threshold": 0.01, "tokens": 0, "frequency": {},
                          "removed": {"0": [2], "1": [0, 1]}}}
     probe = m.clone()
     m.family.apply_extra(probe.module, extra)
     p = apply(m, _uneven_plan(probe, extra))
-    r = export_onnx(p, tmp_path / "m.onnx", context=64, horizon=12)  # two decode steps
-    assert r["max_abs_err"] < 1e-4 and r["outputs"] == ["point"]
+    exports_to_onnx(p, tmp_path / "m.onnx", context=64, horizon=12)  # two decode steps

@@ -3,18 +3,15 @@ patch decoding and rollout, the next-patch loss, surgery == masks (heads, V dims
 pairs with the W_Q rescale), save/reload, plan replay, scorer agreement and ONNX parity."""
 from __future__ import annotations
 
-import copy
 import json
 
-import pytest
 import torch
 
-from helpers import context_batch, masked_forecast, random_masks
-from tsprune.data.windows import WindowDataset
+from helpers import (context_batch, exports_to_onnx, one_thread, plan_forecast, random_masks,  # noqa: F401
+                     reloads_and_replays, scorers_agree, two_series_windows)
 from tsprune.families import detect
 from tsprune.model import from_config, load
-from tsprune.prune import Plan, PruneConfig, apply, score
-from tsprune.prune.masks import MaskSet
+from tsprune.prune import Plan, apply
 
 # published config.json keys (thuml/timer-base-84m with tiny sizes)
 TINY = {
@@ -26,15 +23,6 @@ TINY = {
     "num_attention_heads": 4, "num_hidden_layers": 2, "output_token_lens": [8, 16], "rope_theta": 10000,
     "torch_dtype": "float32", "transformers_version": "4.40.1", "use_cache": True,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids oversubscription on a shared CPU (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def published_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
@@ -66,12 +54,8 @@ def tiny(seed: int = 0, **over):
     return m
 
 
-def dataset(n: int = 400, context: int = 48, horizon: int = 16, seed: int = 0) -> WindowDataset:
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(n, dtype=torch.float32)
-    s = torch.stack([torch.sin(t / 5) + 0.1 * torch.randn(n, generator=g),
-                     torch.cos(t / 7) + 0.1 * torch.randn(n, generator=g)])
-    return WindowDataset(s, context, n, context, horizon, stride=2)
+def dataset(n: int = 400, seed: int = 0):
+    return two_series_windows(n, 48, 16, stride=2, seed=seed)
 
 
 def test_published_names_shapes_and_config():
@@ -174,16 +158,9 @@ def test_uneven_surgery_equals_masked_reloads_and_replays(tmp_path):
     att = p.module.model.layers[0].self_attn
     assert att.rope_idx.tolist() == [[1, 2, 3, 5, 6, 7], [0, 1, 2, 4, 5, 6], [0, 2, 3, 4, 6, 7]]
     x = context_batch(3, 64)
-    ref = masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, 40)
-    got = p.forecast(x, 40)
-    assert torch.allclose(got.point, ref.point, atol=1e-5, rtol=1e-5)
-    p.save(tmp_path / "pruned")
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
-    assert torch.equal(q.forecast(x, 40).point, got.point)
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, 40).point, got.point)
+    ref = plan_forecast(m, plan, x, 40)
+    assert torch.allclose(p.forecast(x, 40).point, ref.point, atol=1e-5, rtol=1e-5)
+    reloads_and_replays(m, plan, p, x, 40, tmp_path)
 
 
 def test_zero_pruning_equals_model():
@@ -197,20 +174,13 @@ def test_zero_pruning_equals_model():
 
 def test_scorers_agree_and_plan_applies():
     m = tiny(7)
-    ds, val = dataset(seed=1), dataset(n=200, seed=2)
-    cfg = dict(ratio=0.15, max_epochs=2, macro_batch=64, batch_size=16, calib_samples=None, val_samples=None)
-    fused = score(m, ds, val, PruneConfig(**cfg, scorer="fused"), show_progress=False)
-    ref = score(m, ds, val, PruneConfig(**cfg, scorer="reference"), show_progress=False)
-    assert fused.masks == ref.masks and fused.extra == {}
-    assert fused.history[0]["zeroed"] > 0
+    fused = scorers_agree(m, dataset(seed=1), dataset(n=200, seed=2), ratio=0.15, max_epochs=2,
+                          macro_batch=64, batch_size=16, calib_samples=None, val_samples=None)
+    assert fused.extra == {}
     p = apply(m, fused)
     assert p.num_params() == fused.params_pruned < m.num_params()
 
 
 def test_uneven_pruned_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = tiny(8)
-    p = apply(m, _uneven_plan(m))
-    r = export_onnx(p, tmp_path / "m.onnx", context=64, horizon=40)
-    assert r["max_abs_err"] < 1e-4 and r["outputs"] == ["point"]
+    exports_to_onnx(apply(m, _uneven_plan(m)), tmp_path / "m.onnx", context=64, horizon=40)

@@ -3,19 +3,17 @@ decode), surgery == masked with uneven heads/widths per layer, save/reload, plan
 ONNX parity, scoring (fused == reference)."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 from transformers import TimesFmConfig, TimesFmModelForPrediction  # noqa: E402
 
-from helpers import context_batch, masked_forecast, random_masks  # noqa: E402
+from helpers import (context_batch, exports_to_onnx, plan_forecast, random_masks,  # noqa: E402
+                     reloads_and_replays, scorers_agree, sine_windows)
 from tsprune.families import get  # noqa: E402
 from tsprune.model import TSModel, load  # noqa: E402
-from tsprune.prune import Plan, PruneConfig, apply, score  # noqa: E402
-from tsprune.prune.masks import MaskSet  # noqa: E402
+from tsprune.prune import Plan, apply  # noqa: E402
 
 TINY = dict(patch_length=32, context_length=256, horizon_length=64, num_hidden_layers=2,
             hidden_size=64, intermediate_size=96, head_dim=16, num_attention_heads=4)
@@ -108,47 +106,26 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path):
     assert p.module.decoder.layers[0].self_attn.scaling.shape == (2, 14)
     assert p.num_params() < m.num_params()
     x = context_batch(3, 230)
-    ref = masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, 100)
+    ref = plan_forecast(m, plan, x, 100)
     got = p.forecast(x, 100)
     assert torch.allclose(got.point, ref.point, atol=1e-5, rtol=1e-5)
     assert torch.allclose(got.quantiles, ref.quantiles, atol=1e-5, rtol=1e-5)
-    p.save(tmp_path / "pruned")
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
-    assert torch.equal(q.forecast(x, 100).point, got.point)
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, 100).point, got.point)
+    reloads_and_replays(m, plan, p, x, 100, tmp_path)
 
 
 def test_uneven_pruned_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = _tiny()
     p = apply(m, _uneven_plan(m))
-    r = export_onnx(p, tmp_path / "m.onnx", context=224, horizon=100)  # two decode steps
-    assert r["max_abs_err"] < 1e-4 and r["outputs"] == ["point", "quantiles"]
-
-
-def _windows(n_rows: int, seed: int):
-    from tsprune.data.windows import WindowDataset
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(n_rows, dtype=torch.float32)
-    series = torch.stack([torch.sin(2 * torch.pi * t / 24) + 0.1 * torch.randn(n_rows, generator=g)
-                          for _ in range(2)])
-    return WindowDataset(series, first_target=128, end=n_rows, context=128, horizon=64, stride=3)
+    exports_to_onnx(p, tmp_path / "m.onnx", context=224, horizon=100,  # two decode steps
+                    outputs=("point", "quantiles"))
 
 
 def test_score_fused_equals_reference():
     m = _tiny()
-    train, val = _windows(400, 1), _windows(260, 2)
-    cfg = dict(ratio=0.15, max_epochs=1, macro_batch=48, batch_size=16, calib_samples=96,
-               val_samples=32)
-    fused = score(m, train, val, PruneConfig(**cfg, scorer="fused"), show_progress=False)
-    ref = score(m, train, val, PruneConfig(**cfg, scorer="reference"), show_progress=False)
-    assert fused.masks == ref.masks
-    assert fused.history[0]["zeroed"] > 0
+    train, val = sine_windows(400, 1, horizon=64, stride=3), sine_windows(260, 2, horizon=64, stride=3)
+    fused = scorers_agree(m, train, val, ratio=0.15, max_epochs=1, macro_batch=48, batch_size=16,
+                          calib_samples=96, val_samples=32)
     p = apply(m, fused)
     x = context_batch(2, 128)
-    ref_f = masked_forecast(m, MaskSet.from_json(m.module, fused.masks), x, 64)
+    ref_f = plan_forecast(m, fused, x, 64)
     assert torch.allclose(p.forecast(x, 64).point, ref_f.point, atol=1e-5, rtol=1e-5)

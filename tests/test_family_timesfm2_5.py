@@ -1,30 +1,21 @@
 """TimesFM 2.5 adapter: parity with transformers, pruning surgery, save/reload, ONNX."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
-from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction  # noqa: E402
 
-from helpers import TINY_TIMESFM25, context_batch, masked_forecast, random_masks  # noqa: E402
+from helpers import (TINY_TIMESFM25, context_batch, exports_to_onnx, plan_forecast,  # noqa: E402
+                     random_masks, reloads_and_replays, tiny_timesfm25)
 from tsprune.model import TSModel, from_config, load  # noqa: E402
 from tsprune.prune import Plan, apply  # noqa: E402
-from tsprune.prune.masks import MaskSet  # noqa: E402
-
-
-def _hf(cfg: dict) -> TimesFm2_5ModelForPrediction:
-    torch.manual_seed(0)
-    c = {k: v for k, v in cfg.items() if k != "model_type"}
-    return TimesFm2_5ModelForPrediction(TimesFm2_5Config(**c)).eval()
 
 
 @pytest.mark.parametrize("flip,cont", [(False, False), (True, True)])
 def test_zero_pruning_equals_upstream(flip, cont):
     cfg = {**TINY_TIMESFM25, "force_flip_invariance": flip, "use_continuous_quantile_head": cont}
-    hf = _hf(cfg)
+    hf = tiny_timesfm25(cfg)
     from tsprune.families import get
     m = TSModel(get("timesfm2_5"), hf)
     x = context_batch(3, 512)
@@ -46,7 +37,7 @@ def test_rollout_and_padding():
 
 
 def test_load_save_pretrained_dir(tmp_path):
-    hf = _hf(TINY_TIMESFM25)
+    hf = tiny_timesfm25(TINY_TIMESFM25)
     hf.save_pretrained(tmp_path / "hf")
     m = load(tmp_path / "hf")
     x = context_batch(2)
@@ -89,28 +80,17 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path):
     assert rows[1]["heads"] == 0 and rows[1]["ffn"] == 0
     assert p.num_params() < m.num_params()
     x = context_batch(3)
-    ref = masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, 96)
+    ref = plan_forecast(m, plan, x, 96)
     got = p.forecast(x, 96)
     assert torch.allclose(got.point, ref.point, atol=1e-5, rtol=1e-5)
     assert torch.allclose(got.quantiles, ref.quantiles, atol=1e-5, rtol=1e-5)
-    p.save(tmp_path / "pruned")
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
-    assert torch.equal(q.forecast(x, 200).point, p.forecast(x, 200).point)
-    # the plan replays on a fresh copy of the same model
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, 96).point, got.point)
+    reloads_and_replays(m, plan, p, x, 200, tmp_path)
 
 
 def test_uneven_pruned_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = from_config(TINY_TIMESFM25)
-    p = apply(m, _uneven_plan(m))
-    r = export_onnx(p, tmp_path / "m.onnx", context=512, horizon=160, metadata={"columns": ["a"]})
-    assert r["max_abs_err"] < 1e-4
-    assert r["outputs"] == ["point", "quantiles"]
+    exports_to_onnx(apply(m, _uneven_plan(m)), tmp_path / "m.onnx", context=512, horizon=160,
+                    outputs=("point", "quantiles"), metadata={"columns": ["a"]})
     import onnx
     meta = {e.key: e.value for e in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert meta["family"] == "timesfm2_5" and meta["horizon"] == "160"

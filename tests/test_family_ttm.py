@@ -3,18 +3,17 @@ head-only (paper) and mixer-MLP structures, surgery == masked with uneven widths
 save/reload, plan replay, ONNX parity, scoring (fused == reference), horizon/context rules."""
 from __future__ import annotations
 
-import copy
 import sys
 
 import pytest
 import torch
 
-from helpers import context_batch, masked_forecast, random_masks
+from helpers import (context_batch, exports_to_onnx, plan_forecast, random_masks, reloads_and_replays,
+                     scorers_agree, sine_windows)
 from tsprune.errors import UserError
 from tsprune.families import Constant, get
 from tsprune.model import TSModel, load
-from tsprune.prune import Plan, PruneConfig, apply, score
-from tsprune.prune.masks import MaskSet
+from tsprune.prune import Plan, apply
 
 try:
     from tsprune.families.ttm import HEAD, _upstream
@@ -106,51 +105,29 @@ def test_uneven_surgery_equals_masked_and_reloads(tmp_path, mixers):
         assert got_w == want
     assert p.num_params() < m.num_params()
     x = context_batch(3, 128)
-    ref = masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, 32)
+    ref = plan_forecast(m, plan, x, 32)
     got = p.forecast(x, 32)
     assert torch.allclose(got.point, ref.point, atol=1e-5, rtol=1e-5)
     assert (got.point[:, [3, 31]] == ref.point[:, [3, 31]]).all()
-    p.save(tmp_path / "pruned")
-    q = load(tmp_path / "pruned")
-    assert q.pruned and q.describe() == rows
-    assert torch.equal(q.forecast(x, 32).point, got.point)
-    plan.save(tmp_path / "plan.json")
-    again = apply(copy.deepcopy(m), Plan.load(tmp_path / "plan.json"))
-    assert torch.equal(again.forecast(x, 32).point, got.point)
+    reloads_and_replays(m, plan, p, x, 32, tmp_path)
 
 
 def test_uneven_pruned_model_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from tsprune.export import export_onnx
     m = _tiny(mixers=True)
     p = apply(m, _uneven_plan(m))
-    r = export_onnx(p, tmp_path / "m.onnx", context=100, horizon=24)  # padded context
-    assert r["max_abs_err"] < 1e-4 and r["outputs"] == ["point"]
-
-
-def _windows(n_rows: int, seed: int):
-    from tsprune.data.windows import WindowDataset
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(n_rows, dtype=torch.float32)
-    series = torch.stack([torch.sin(2 * torch.pi * t / 24) + 0.1 * torch.randn(n_rows, generator=g)
-                          for _ in range(2)])
-    return WindowDataset(series, first_target=128, end=n_rows, context=128, horizon=32, stride=2)
+    exports_to_onnx(p, tmp_path / "m.onnx", context=100, horizon=24)  # padded context
 
 
 @pytest.mark.parametrize("mixers", [False, True])
 def test_score_fused_equals_reference(mixers):
     m = _tiny(mixers)
-    train, val = _windows(400, 1), _windows(260, 2)
-    cfg = dict(ratio=0.2, max_epochs=2, macro_batch=32, batch_size=16, calib_samples=64,
-               val_samples=32)
-    fused = score(m, train, val, PruneConfig(**cfg, scorer="fused"), show_progress=False)
-    ref = score(m, train, val, PruneConfig(**cfg, scorer="reference"), show_progress=False)
-    assert fused.masks == ref.masks
-    assert fused.history[0]["zeroed"] > 0
+    train, val = sine_windows(400, 1, horizon=32, stride=2), sine_windows(260, 2, horizon=32, stride=2)
+    fused = scorers_agree(m, train, val, ratio=0.2, max_epochs=2, macro_batch=32, batch_size=16,
+                          calib_samples=64, val_samples=32)
     p = apply(m, fused)
     assert p.num_params() < m.num_params()
     x = context_batch(2, 128)
-    ref_f = masked_forecast(m, MaskSet.from_json(m.module, fused.masks), x, 32)
+    ref_f = plan_forecast(m, fused, x, 32)
     assert torch.allclose(p.forecast(x, 32).point, ref_f.point, atol=1e-5, rtol=1e-5)
 
 
