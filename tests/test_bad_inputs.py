@@ -12,8 +12,6 @@ tsprune.data.missing); only an all-missing column or an infinity is refused.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -22,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import TINY_TIMESFM25, synthetic_frame
-from tsprune.cli import main
+from helpers import cli, copy_model, one_line_error, save_tiny_timesfm25, synthetic_frame
 
 FAST = ["--context", "64", "--horizon", "16", "--split", "0.7,0.1,0.2", "--quiet", "--no-finetune",
         "--no-dlinear", "--max-epochs", "1", "--macro-batch", "64", "--batch-size", "32",
@@ -44,27 +40,6 @@ def fuzz_settings(n: int):
 HYPO = fuzz_settings(60)
 
 
-def cli(*args) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `tsprune ARGS`, in this process."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
-
-
-def one_line_error(res, *needles) -> str:
-    """Assert exit 2 and a single stderr line containing every needle; return the line."""
-    rc, _, err = res
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("tsprune: error: "), lines[0]
-    for n in needles:
-        assert str(n) in lines[0], (n, lines[0])
-    return lines[0]
-
-
 def assert_nothing_left(out: Path) -> None:
     assert not out.exists(), out
     left = sorted(p.name for p in out.parent.glob(f".{out.name}*"))
@@ -74,12 +49,7 @@ def assert_nothing_left(out: Path) -> None:
 # ---- fixtures ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
-    torch.manual_seed(0)
-    cfg = {k: v for k, v in TINY_TIMESFM25.items() if k != "model_type"}
-    d = tmp_path_factory.mktemp("models") / "tiny"
-    TimesFm2_5ModelForPrediction(TimesFm2_5Config(**cfg)).save_pretrained(d)
-    return d
+    return save_tiny_timesfm25(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +65,10 @@ def data_dir(tmp_path_factory) -> Path:
 def broken_model(tiny_dir, tmp_path_factory) -> Path:
     """A copy of the tiny model whose safetensors file is cut in half."""
     d = tmp_path_factory.mktemp("broken") / "m"
-    _copy_model(tiny_dir, d)
+    copy_model(tiny_dir, d)
     w = d / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
     return d
-
-
-def _copy_model(src: Path, dst: Path) -> Path:
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        (dst / f.name).write_bytes(f.read_bytes())
-    return dst
 
 
 def _prune(model, data, out, *extra):
@@ -286,7 +249,7 @@ WEIGHT_KINDS = ["truncated_half", "truncated_4_bytes", "zero_bytes", "garbage", 
 
 @pytest.mark.parametrize("kind", WEIGHT_KINDS)
 def test_corrupted_safetensors(kind, tiny_dir, data_dir, tmp_path):
-    m = _copy_model(tiny_dir, tmp_path / "m")
+    m = copy_model(tiny_dir, tmp_path / "m")
     w = m / "model.safetensors"
     w.write_bytes(_weights_variant(kind, w.read_bytes()))
     out = tmp_path / "X"
@@ -303,7 +266,7 @@ def test_corrupted_safetensors(kind, tiny_dir, data_dir, tmp_path):
 
 def test_unknown_family_lists_the_supported(tiny_dir, data_dir, tmp_path):
     from tsprune.families import supported
-    m = _copy_model(tiny_dir, tmp_path / "m")
+    m = copy_model(tiny_dir, tmp_path / "m")
     cfg = json.loads((m / "config.json").read_text())
     cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
     (m / "config.json").write_text(json.dumps(cfg))
@@ -322,7 +285,7 @@ def test_unknown_family_lists_the_supported(tiny_dir, data_dir, tmp_path):
     (None, ["config.json", "does not exist"]),
 ])
 def test_bad_config_json(edit, needles, tiny_dir, data_dir, tmp_path):
-    m = _copy_model(tiny_dir, tmp_path / "m")
+    m = copy_model(tiny_dir, tmp_path / "m")
     if edit is None:
         (m / "config.json").unlink()
     elif isinstance(edit, str):

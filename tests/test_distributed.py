@@ -11,17 +11,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from helpers import TINY_TIMESFM25, synthetic_frame
+from helpers import tiny_task
 
 
 def _setup():
-    from tsprune.data import DataConfig, prepare_frame
-    from tsprune.model import from_config
-    torch.manual_seed(0)
-    m = from_config(TINY_TIMESFM25)
-    data = prepare_frame(synthetic_frame(n=1200, channels=1),
-                         DataConfig(None, split="0.7,0.1,0.2", context=128, horizon=24))
-    return m, data.windows("train").subset(256), data.windows("val").subset(64)
+    return tiny_task(1200, 256)
 
 
 def _cfgs():

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import TINY_TIMESFM25, synthetic_frame
-from tsprune.data import DataConfig, prepare_frame
-from tsprune.model import from_config
+from helpers import tiny_task
 from tsprune.prune import PruneConfig, score
 from tsprune.train import FinetuneConfig, finetune
 
@@ -18,11 +16,7 @@ class Boom(Exception):
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    m = from_config(TINY_TIMESFM25)
-    data = prepare_frame(synthetic_frame(n=1400, channels=1),
-                         DataConfig(None, split="0.7,0.1,0.2", context=128, horizon=24))
-    return m, data.windows("train").subset(384), data.windows("val").subset(64)
+    return tiny_task(1400, 384)
 
 
 def _interrupt_after(calls: int, fn_owner, name):

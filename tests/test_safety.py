@@ -8,8 +8,6 @@ Each hostile file here would leave a marker file behind if it were ever executed
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
 import json
 import os
 import pickle
@@ -21,8 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tsprune
-from helpers import TINY_TIMESFM25
-from tsprune.cli import main
+from helpers import cli, copy_model, one_line_error, save_tiny_timesfm25
 from tsprune.errors import UserError
 from tsprune.model import load
 
@@ -31,30 +28,12 @@ PACKAGE = Path(tsprune.__file__).resolve().parent
 
 def cli_one_line(*args) -> str:
     """Run `tsprune ARGS` in-process; assert exit 2 with one stderr line; return it."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in args])
-    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
-    return lines[0]
+    return one_line_error(cli(*args))
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
-    torch.manual_seed(0)
-    cfg = {k: v for k, v in TINY_TIMESFM25.items() if k != "model_type"}
-    d = tmp_path_factory.mktemp("models") / "tiny"
-    TimesFm2_5ModelForPrediction(TimesFm2_5Config(**cfg)).save_pretrained(d)
-    return d
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file():
-            (dst / f.name).write_bytes(f.read_bytes())
-    return dst
+    return save_tiny_timesfm25(tmp_path_factory.mktemp("models") / "tiny")
 
 
 class _Evil:
@@ -71,7 +50,7 @@ class _Evil:
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt"])
 def test_pickle_only_directory_is_refused(name, tiny_dir, tmp_path):
     marker = tmp_path / "UNPICKLED"
-    m = _copy(tiny_dir, tmp_path / "m")
+    m = copy_model(tiny_dir, tmp_path / "m")
     (m / "model.safetensors").unlink()
     (m / name).write_bytes(pickle.dumps(_Evil(marker)))
     with pytest.raises(UserError, match="pickle.*safetensors"):
@@ -83,7 +62,7 @@ def test_pickle_only_directory_is_refused(name, tiny_dir, tmp_path):
 
 def test_pickle_beside_safetensors_is_never_read(tiny_dir, tmp_path, monkeypatch):
     marker = tmp_path / "UNPICKLED"
-    m = _copy(tiny_dir, tmp_path / "m")
+    m = copy_model(tiny_dir, tmp_path / "m")
     (m / "pytorch_model.bin").write_bytes(pickle.dumps(_Evil(marker)))
 
     def no_pickle(*a, **k):
@@ -157,7 +136,7 @@ def test_source_tree_loads_no_pickle():
 
 # ---- remote code ------------------------------------------------------------------------
 def _remote_code_dir(tiny_dir: Path, dst: Path, marker: Path, model_type: str) -> Path:
-    m = _copy(tiny_dir, dst)
+    m = copy_model(tiny_dir, dst)
     cfg = json.loads((m / "config.json").read_text())
     cfg["model_type"] = model_type
     if model_type != "timesfm2_5":
@@ -178,10 +157,8 @@ def test_remote_code_never_runs_for_a_supported_family(tiny_dir, tmp_path):
     m = _remote_code_dir(tiny_dir, tmp_path / "m", marker, "timesfm2_5")
     model = load(m)
     assert type(model.module) is TimesFm2_5ModelForPrediction  # the builtin class
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(["inspect", str(m)]) == 0
-    assert "timesfm2_5" in out.getvalue()
+    rc, out, _ = cli("inspect", m)
+    assert rc == 0 and "timesfm2_5" in out
     assert not marker.exists()
 
 
@@ -201,7 +178,7 @@ SHARD = "model-00001-of-00001.safetensors"
 def _sharded(tiny_dir: Path, dst: Path, first) -> Path:
     """A directory with a one-shard index whose first tensor maps to ``first``."""
     from safetensors import safe_open
-    m = _copy(tiny_dir, dst)
+    m = copy_model(tiny_dir, dst)
     (m / "model.safetensors").rename(m / SHARD)
     with safe_open(str(m / SHARD), "pt") as f:
         keys = list(f.keys())
@@ -293,7 +270,7 @@ MANIFEST_EDITS = {
 @pytest.mark.parametrize("name", sorted(MANIFEST_EDITS))
 def test_bad_manifest_is_one_line(name, pruned_dir, tmp_path):
     edit, needle = MANIFEST_EDITS[name]
-    m = _copy(pruned_dir, tmp_path / "m")
+    m = copy_model(pruned_dir, tmp_path / "m")
     manifest = json.loads((m / "tsprune.json").read_text())
     edit(manifest)
     (m / "tsprune.json").write_text(json.dumps(manifest))
@@ -342,7 +319,7 @@ def test_fuzzed_manifest_loads_or_raises_user_error(data, pruned_dir, tmp_path):
         manifest = value
     m = tmp_path / "m"
     if not m.exists():
-        _copy(pruned_dir, m)
+        copy_model(pruned_dir, m)
     (m / "tsprune.json").write_text(json.dumps(manifest))
     try:
         load(m)
