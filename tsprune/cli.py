@@ -332,6 +332,17 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"tsprune: error: {e}", file=sys.stderr)
         return EXIT_USER
+    except ImportError as e:  # a missing optional dependency names its install command
+        if "pip install" not in str(e):
+            raise
+        print(f"tsprune: error: {e}", file=sys.stderr)
+        return EXIT_USER
+    except RuntimeError as e:
+        from tsprune.export import ExportError
+        if not isinstance(e, ExportError):
+            raise
+        print(f"tsprune: error: export failed: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         hint = " (rerun with --resume to continue from the last checkpoint)" if \
             getattr(locals().get("a"), "cmd", None) == "prune" else ""

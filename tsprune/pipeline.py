@@ -70,6 +70,12 @@ class RunConfig:
             raise bad_arg("--opset", self.opset, "an integer from 18 to 23")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise bad_arg("--seed", self.seed, "an integer from 0 to 2**63 - 1")
+        if "onnx" in self.export:
+            from tsprune.export.runtime import import_ort
+            try:
+                import_ort()
+            except ImportError as e:
+                raise UserError(f"--export onnx: {e}") from None
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad_arg("--device", self.device, "auto, cpu or cuda")
         check_out(self.out)
@@ -105,12 +111,19 @@ def _quantile_levels(model, dataset) -> tuple:
 
 
 def _versions() -> dict:
+    import importlib.metadata as md
     import onnx
-    import onnxruntime
     import transformers
+    ort = "not installed"
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            ort = f"{md.version(dist)} ({dist})"
+            break
+        except md.PackageNotFoundError:
+            continue
     return {"tsprune": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+            "onnxruntime": ort, "platform": platform.platform(),
             "threads": torch.get_num_threads()}
 
 

@@ -38,7 +38,8 @@ def _fresh_inputs(batch: int, context: int, seed: int) -> torch.Tensor:
 def onnx_parity(path: str | os.PathLike, module: torch.nn.Module, context: int, *, batch: int = 3,
                 seed: int = 1234, providers=None) -> dict:
     """Max abs error between onnxruntime and torch on fresh inputs, per output."""
-    import onnxruntime as ort
+    from tsprune.export.runtime import import_ort
+    ort = import_ort()
 
     x = _fresh_inputs(batch, context, seed)
     with torch.no_grad():
@@ -125,7 +126,8 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
             try:
                 par = check_parity(tmp, model, context, horizon, dynamic_context=dyn)
             except Exception as e:  # noqa: BLE001 - a runtime without a kernel for an op of this opset
-                import onnxruntime
+                from tsprune.export.runtime import import_ort
+                onnxruntime = import_ort()
                 raise ExportError(f"onnxruntime {onnxruntime.__version__} cannot run the opset {opset} graph "
                                   f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                                   f"try opset 18") from e

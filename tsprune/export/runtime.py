@@ -36,17 +36,24 @@ def requested_device(device: str | None = None) -> str:
     return d
 
 
+def import_ort():
+    """The onnxruntime module, or an ImportError naming the install command. onnxruntime
+    (CPU) and onnxruntime-gpu are alternative extras: both install the same package."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("onnxruntime is not installed; install it with: pip install 'tsprune[onnxruntime]' "
+                          "(or 'tsprune[onnxruntime-gpu]' for CUDA, never both)") from None
+    return ort
+
+
 def make_session(path, device: str | None = None, *, threads: int | None = None,
                  options=None, profile_prefix: str | None = None):
     """An onnxruntime.InferenceSession on the chosen provider (see the module docstring).
 
     threads: intra-op threads (default: onnxruntime's); options: a SessionOptions to start
     from; profile_prefix: enable ORT's profiler, writing <prefix>_<date>.json."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ImportError("onnxruntime is not installed; install it with: pip install 'tsprune[onnxruntime]' "
-                          "(or 'tsprune[onnxruntime-gpu]' for CUDA, never both)") from None
+    ort = import_ort()
     d = requested_device(device)
     available = ort.get_available_providers()
     if d == "cuda" and CUDA not in available:

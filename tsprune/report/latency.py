@@ -17,7 +17,8 @@ import numpy as np
 
 def ort_latency(path, *, context: int, batches=(1, 64), budget_s: float = 4.0,
                 max_runs: int = 20, threads: int | None = None) -> dict:
-    import onnxruntime as ort
+    from tsprune.export.runtime import import_ort
+    ort = import_ort()
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
