@@ -44,3 +44,42 @@ def test_reproduce_small(tmp_path):
     # a rerun skips finished datasets
     again = run(rc, log=lambda m: None)
     assert again["results"][paths[0]]["timings"] == r["timings"]
+
+
+def test_reproduce_resumes_finished_phases(tmp_path, monkeypatch):
+    """A reproduction interrupted inside a dataset keeps its finished phases."""
+    import pytest
+
+    import tsprune.reproduce as rp
+    from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
+    torch.manual_seed(0)
+    cfg = {k: v for k, v in TINY_TIMESFM25.items() if k != "model_type"}
+    TimesFm2_5ModelForPrediction(TimesFm2_5Config(**cfg)).save_pretrained(tmp_path / "m")
+    p = tmp_path / "A.csv"
+    synthetic_frame(n=1600, channels=1).to_csv(p, index=False)
+    rc = ReproduceConfig(datasets=(str(p),), horizons=(24,), model=str(tmp_path / "m"), context=64,
+                         split="0.7,0.1,0.2", out=str(tmp_path / "res"),
+                         search=SearchConfig(ratios=(0.3,), emas=(0.5,), calib_samples=128, val_samples=64),
+                         prune=PruneConfig(batch_size=64), lrs=(1e-4,), ft_train_samples=128,
+                         ft_val_samples=64, baselines=("seasonal_naive",), transfer=())
+    calls = {"search": 0}
+    real = rp.search
+
+    def boom(*a, **k):
+        calls["search"] += 1
+        raise KeyboardInterrupt
+    monkeypatch.setattr(rp, "search", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run(rc, log=lambda m: None)
+    partial = json.loads((tmp_path / "res" / "runs" / "A.partial.json").read_text())["done"]
+    assert "zero_shot" in partial and "finetune_dense" in partial and "search" not in partial
+
+    def counting(*a, **k):
+        calls["search"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(rp, "search", counting)
+    out = run(rc, log=lambda m: None)
+    assert calls["search"] == 2
+    r = out["results"][str(p)]
+    assert r["zero_shot"] == partial["zero_shot"]
+    assert not (tmp_path / "res" / "runs" / "A.partial.json").exists()

@@ -77,11 +77,37 @@ def _eval_all(model, data, horizons, desc) -> dict:
     return evaluate_horizons(model, data, horizons, desc=desc, show_progress=not is_quiet())
 
 
+class _Progress:
+    """Finished phases of one dataset in ``runs/NAME.partial.json`` (atomic writes), so an
+    interrupted reproduction continues where it stopped; the settings must match."""
+
+    def __init__(self, path: Path, fingerprint: dict, fresh: bool):
+        self.path = path
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.state: dict = {}
+        if path.exists() and not fresh:
+            st = json.loads(path.read_text())
+            if st.get("fingerprint") == self.fingerprint:
+                self.state = st["done"]
+
+    def __contains__(self, key) -> bool:
+        return key in self.state
+
+    def __getitem__(self, key):
+        return self.state[key]
+
+    def put(self, key, value) -> None:
+        self.state[key] = value
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": self.state}, default=float))
+        os.replace(tmp, self.path)
+
+
 def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     t_ds = time.time()
-    timings: dict[str, float] = {}
     path = _path(name)
+    stem = Path(name).name.split(".")[0]
     H = max(cfg.horizons)
     data = prepare(DataConfig(path, context=cfg.context, horizon=H, split=cfg.split))
     model = load(cfg.model)
@@ -93,78 +119,87 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
     train_h = min(out_h or H, H)
     train = data.windows("train", horizon=train_h)
     val = data.windows("val", horizon=train_h)
-    res = {"dataset": name, "path": str(path), "family": fam.name, "model": cfg.model,
-           "context": cfg.context, "train_horizon": train_h, "horizons": list(cfg.horizons),
-           "windows": {"train": len(train), "val": len(val)}, "params_dense": model.num_params()}
+    fp = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("force", "datasets", "out")}
+    done = _Progress(Path(cfg.out) / "runs" / f"{stem}.partial.json", {**fp, "dataset": str(path)},
+                     fresh=cfg.force)
+    models = Path(cfg.out) / "models"
+    timings: dict[str, float] = dict(done["timings"]) if "timings" in done else {}
 
-    def phase(key):
-        class _P:
-            def __enter__(s):
-                s.t = time.time()
-                log(f"[{name}] {key} ...")
-
-            def __exit__(s, *e):
-                timings[key] = round(time.time() - s.t, 1)
-                log(f"[{name}] {key} done in {timings[key]:.0f}s")
-        return _P()
+    def phase(key, fn):
+        """Run fn() once; its JSON result is kept, so a rerun skips it."""
+        if key in done:
+            log(f"[{name}] {key}: done earlier")
+            return done[key]
+        t = time.time()
+        log(f"[{name}] {key} ...")
+        value = fn()
+        timings[key] = round(time.time() - t, 1)
+        done.put(key, value)
+        done.put("timings", timings)
+        log(f"[{name}] {key} done in {timings[key]:.0f}s")
+        return value
 
     ft_cfg = FinetuneConfig(lr=cfg.lrs or tuple(fam.lr_grid), train_samples=cfg.ft_train_samples,
                             val_samples=cfg.ft_val_samples, seed=cfg.seed)
-    with phase("zero_shot"):
-        res["zero_shot"] = _eval_all(model, data, cfg.horizons, "zero-shot")
-    with phase("finetune_dense"):
+
+    def ft_json(r):
+        return {"lr": r.lr, "trials": r.trials, "val_loss": r.val_loss, "val_loss_before": r.val_loss_before}
+
+    res = {"dataset": name, "path": str(path), "family": fam.name, "model": cfg.model,
+           "context": cfg.context, "train_horizon": train_h, "horizons": list(cfg.horizons),
+           "windows": {"train": len(train), "val": len(val)}, "params_dense": model.num_params()}
+    res["zero_shot"] = phase("zero_shot", lambda: _eval_all(model, data, cfg.horizons, "zero-shot"))
+
+    def dense_ft():
         dense = model.clone()
         ftd = finetune(dense, train, val, ft_cfg, show_progress=not is_quiet())
-        res["finetune_dense"] = {"lr": ftd.lr, "trials": ftd.trials, "val_loss": ftd.val_loss,
-                                 "val_loss_before": ftd.val_loss_before}
-    with phase("finetuned_dense_eval"):
-        res["finetuned_dense"] = _eval_all(dense, data, cfg.horizons, "fine-tuned dense")
-    del dense
-    with phase("search"):
+        return {"ft": ft_json(ftd), "metrics": _eval_all(dense, data, cfg.horizons, "fine-tuned dense")}
+    d = phase("finetune_dense", dense_ft)
+    res["finetune_dense"], res["finetuned_dense"] = d["ft"], d["metrics"]
+
+    plan_path = models / f"{stem}-{fam.name}-plan.json"
+
+    def do_search():
         sr = search(model, train, val, dataclasses.replace(cfg.prune, seed=cfg.seed), cfg.search,
                     show_progress=not is_quiet())
-        res["search"] = sr.to_json()
-    with phase("apply"):
-        pruned = apply(model, sr.plan)
-        res["params_pruned"] = pruned.num_params()
-        res["sparsity"] = 1 - pruned.num_params() / model.num_params()
-        res["structure"] = pruned.describe()
-    with phase("pruned_eval"):  # before fine-tuning: the first horizon only (a diagnostic)
-        res["pruned"] = _eval_all(pruned, data, cfg.horizons[:1], "pruned")
-    with phase("finetune_pruned"):
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        sr.plan.save(plan_path)
+        return sr.to_json()
+    res["search"] = phase("search", do_search)
+    from tsprune.prune import Plan
+    pruned = apply(model, Plan.load(plan_path))
+    res["params_pruned"] = pruned.num_params()
+    res["sparsity"] = 1 - pruned.num_params() / model.num_params()
+    res["structure"] = pruned.describe()
+    # before fine-tuning: the first horizon only (a diagnostic)
+    res["pruned"] = phase("pruned_eval", lambda: _eval_all(pruned, data, cfg.horizons[:1], "pruned"))
+    model_dir = models / f"{stem}-{fam.name}-pruned"
+
+    def pruned_ft():
         ftp = finetune(pruned, train, val, ft_cfg, show_progress=not is_quiet())
-        res["finetune_pruned"] = {"lr": ftp.lr, "trials": ftp.trials, "val_loss": ftp.val_loss,
-                                  "val_loss_before": ftp.val_loss_before}
-        res["search"]["chosen"]["lr"] = ftp.lr
-        res["search"]["grids"]["lr"] = list(ft_cfg.lr)
-    with phase("pruned_finetuned_eval"):
-        res["pruned_finetuned"] = _eval_all(pruned, data, cfg.horizons, "pruned+fine-tuned")
-    model_dir = Path(cfg.out) / "models" / f"{name}-{fam.name}-pruned"
-    pruned.save(model_dir)
+        pruned.save(model_dir)
+        return {"ft": ft_json(ftp), "metrics": _eval_all(pruned, data, cfg.horizons, "pruned+fine-tuned")}
+    p = phase("finetune_pruned", pruned_ft)
+    res["finetune_pruned"], res["pruned_finetuned"] = p["ft"], p["metrics"]
+    res["search"]["chosen"]["lr"] = p["ft"]["lr"]
+    res["search"]["grids"]["lr"] = list(ft_cfg.lr)
     res["pruned_model_dir"] = str(model_dir)
     base: dict[str, dict] = {}
     if "seasonal_naive" in cfg.baselines:
         from tsprune.baselines import evaluate_seasonal_naive
-        with phase("seasonal_naive"):
-            base["seasonal_naive"] = {str(h): evaluate_seasonal_naive(
-                data.windows("test", horizon=h, stride=1), data.season) for h in cfg.horizons}
+        base["seasonal_naive"] = phase("seasonal_naive", lambda: {str(h): evaluate_seasonal_naive(
+            data.windows("test", horizon=h, stride=1), data.season) for h in cfg.horizons})
     if "dlinear" in cfg.baselines:
         from tsprune.baselines import train_dlinear
-        with phase("dlinear"):
-            base["dlinear"] = _trained_baseline(train_dlinear, data, cfg)
+        base["dlinear"] = phase("dlinear", lambda: _trained_baseline(train_dlinear, data, cfg))
     if "patchtst" in cfg.baselines:
-        try:
-            from tsprune.baselines.patchtst import train_patchtst
-        except ImportError:
-            train_patchtst = None
-            log(f"[{name}] PatchTST baseline not available; skipped")
-        if train_patchtst is not None:
-            with phase("patchtst"):
-                base["patchtst"] = _trained_baseline(train_patchtst, data, cfg)
+        from tsprune.baselines.patchtst import train_patchtst
+        base["patchtst"] = phase("patchtst", lambda: _trained_baseline(train_patchtst, data, cfg))
     res["baselines"] = {k: {h: {"mse": v["mse"], "mae": v["mae"], **({"params": v["params"]} if "params" in v else {})}
                             for h, v in d.items()} for k, d in base.items()}
-    timings["total"] = round(time.time() - t_ds, 1)
+    timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
     res["timings"] = timings
+    res["wall_s_this_run"] = round(time.time() - t_ds, 1)
     return res
 
 
@@ -194,6 +229,7 @@ def run(cfg: ReproduceConfig, log=print) -> dict:
         tmp = f.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(r, indent=1, default=float))
         os.replace(tmp, f)
+        f.with_suffix(".partial.json").unlink(missing_ok=True)
         results[name] = r
     transfer = run_transfer(cfg, results, log)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
