@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
+from tsprune.progress import progress as _progress
 
 from tsprune.data.windows import WindowDataset
 from tsprune.errors import bad_arg
@@ -22,7 +22,7 @@ def evaluate_forecaster(fn, dataset: WindowDataset, *, batch_size: int = 4096, h
         raise bad_arg("batch_size", batch_size, "a positive integer")
     H = dataset.horizon
     metrics = ForecastMetrics()
-    bar = tqdm(total=len(dataset), desc=desc, unit="win", disable=not progress, leave=False)
+    bar = _progress(total=len(dataset), desc=desc, unit="win", disable=not progress)
     with torch.inference_mode():
         for context, target in dataset.batches(batch_size):
             pred = fn(context)

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tsprune.progress import progress as _progress
+
 from tsprune.errors import bad_arg
 
 
@@ -39,8 +41,7 @@ def fit(module: nn.Module, train, loss: Callable, validate: Callable[[], float],
         start = time.perf_counter()
         module.train()
         total, seen = 0.0, 0
-        bar = tqdm(total=n, desc=f"{label} epoch {epoch + 1}/{epochs}", unit="win",
-                   disable=not progress, leave=False)
+        bar = _progress(total=n, desc=f"{label} epoch {epoch + 1}/{epochs}", unit="win", disable=not progress)
         for x, y in train.batches(batch_size, shuffle=True, seed=seed * 1000 + epoch):
             if seen >= n:
                 break

@@ -241,9 +241,9 @@ def run(cfg: PretrainConfig, out_dir, *, resume: bool = False, progress: bool = 
     )
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tsprune.progress import progress as _progress
 
-        bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="pretrain", smoothing=0.05, dynamic_ncols=True)
+        bar = _progress(total=cfg.steps, initial=step, unit="step", desc="pretrain", smoothing=0.05)
     model.train()
     t0 = time.perf_counter()
     ema = None
