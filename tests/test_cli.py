@@ -97,3 +97,28 @@ def test_user_errors_exit_2_without_output(tiny_dir, csv_path, tmp_path):
                        "--context", 128, "--split", "ett"), "split")
     assert not out.exists()
     assert not list(tmp_path.glob(".X.*"))
+
+
+def test_end_to_end_on_etth1(tiny_dir, tmp_path):
+    """The issue's acceptance command on ETTh1 (a tiny TimesFM 2.5 saved with save_pretrained;
+    window subsampling keeps it short; every test window is still evaluated)."""
+    from tsprune.data import DataConfig, ett_path, prepare
+    from tsprune.evaluate import evaluate
+    from tsprune.model import load
+    path = ett_path("ETTh1")
+    if path is None:
+        pytest.skip("ETTh1 not found: ../shared/data is absent (set TSPRUNE_SHARED to its folder)")
+    out = tmp_path / "X"
+    r = tsprune("prune", "--model", tiny_dir, "--data", path, "--horizon", 96, "--export", "onnx",
+                "--out", out, "--quiet", "--calib-samples", 512, "--train-samples", 512,
+                "--val-samples", 256, "--no-dlinear")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["data"]["split_rows"] == [8640, 11520, 14400] and rep["data"]["split"] == "ett"
+    assert rep["data"]["windows"]["test"] == 7 * (2880 - 96 + 1)
+    assert rep["params"]["pruned"] < rep["params"]["dense"]
+    assert rep["onnx"]["max_abs_err"] < 1e-4
+    # the saved model, reloaded, reproduces the report's test figure over every test window
+    data = prepare(DataConfig(path, context=512, horizon=96, split="ett"))
+    got = evaluate(load(out / "model"), data.windows("test", horizon=96, stride=1), show_progress=False)
+    assert got["mse"] == pytest.approx(rep["metrics"]["pruned_finetuned"]["mse"], rel=1e-5)
