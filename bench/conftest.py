@@ -14,6 +14,11 @@ minimum time, the derived rate (from the median) and ``baseline time / row
 time`` for both (higher is faster). On a shared, loaded machine the minimum
 is the better estimate of a kernel's own cost.
 Run: ``pytest bench/bench_ops.py`` (add ``--benchmark-json out.json`` for raw data).
+
+``pytest bench/`` runs the speed benchmarks (kernels, scoring, latency: minutes). The
+long accuracy and memory benchmarks are skipped unless selected by marker:
+``pytest bench/ -m accuracy`` (zero-shot on ETT, 10-20 min) and
+``pytest bench/ -m memory`` (full-size TimesFM 2.5, 6-8 min per case).
 """
 from __future__ import annotations
 
@@ -96,6 +101,19 @@ def measure(benchmark, bench_report) -> Callable:
         return result
 
     return run
+
+
+LONG_MARKERS = {"accuracy": "zero-shot accuracy on ETT, 10-20 min",
+                "memory": "full-size model memory, 6-8 min per case"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the long benchmarks unless ``-m`` names their marker."""
+    expr = config.getoption("markexpr") or ""
+    for item in items:
+        for marker, what in LONG_MARKERS.items():
+            if item.get_closest_marker(marker) is not None and marker not in expr:
+                item.add_marker(pytest.mark.skip(reason=f"{what}; run with -m {marker}"))
 
 
 def pytest_terminal_summary(terminalreporter):
