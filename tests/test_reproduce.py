@@ -32,6 +32,10 @@ def test_reproduce_small(tmp_path):
     md = (tmp_path / "res" / "accuracy.md").read_text()
     assert "prune-then-finetune beats full fine-tuning in" in md
     assert (tmp_path / "res" / "mse_vs_params.png").stat().st_size > 1000
+    assert (tmp_path / "res" / "search_curves.png").stat().st_size > 1000
+    # the exact command, non-default flags included, and every search trial are stated
+    assert "--lr 0.0001" in md and "--search-ratios 0.2,0.5" in md and "--ft-train-samples 256" in md
+    assert "r=0.2 a=0.5:" in md and "r=0.5 a=0.5:" in md
     r = out["results"][paths[0]]
     for key in ("zero_shot", "finetuned_dense", "pruned_finetuned"):
         assert set(r[key]) == {"24", "48"}

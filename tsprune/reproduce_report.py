@@ -73,12 +73,71 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_search(results: dict, path: Path) -> None:
+    """Each dataset's search trials: validation loss of the pruned (not fine-tuned) model
+    against sparsity along the progressive schedule, one line per (r, alpha)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [n for n in results if results[n].get("search", {}).get("trials")]
+    if not names:
+        return
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        sr = results[name]["search"]
+        ch = sr["chosen"]
+        for t in sr["trials"]:
+            pts = [(c["sparsity"], c["val_loss"]) for c in t.get("curve", [])
+                   if c.get("sparsity") is not None and c.get("val_loss") is not None]
+            if not pts:
+                continue
+            chosen = t["ratio"] == ch["ratio"] and t["ema"] == ch["ema"]
+            ax.plot([100 * x for x, _ in pts], [y for _, y in pts], marker=".", lw=2.2 if chosen else 0.9,
+                    alpha=1.0 if chosen else 0.6,
+                    label=f"r={t['ratio']} a={t['ema']}" + (" (chosen)" if chosen else ""))
+        ax.set_title(f"{name}: search trials", fontsize=9)
+        ax.set_xlabel("parameters pruned (%)")
+        ax.set_ylabel("validation loss (pruned, frozen)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def command_line(cfg) -> str:
+    """The `tsprune reproduce` command that gives ``cfg`` (non-default flags spelled out)."""
+    from tsprune.search import SearchConfig
+    parts = ["tsprune reproduce", f"--datasets {','.join(cfg.datasets)}",
+             f"--horizons {','.join(map(str, cfg.horizons))}", f"--model {cfg.model}",
+             f"--context {cfg.context}"]
+    if cfg.lrs:
+        parts.append(f"--lr {','.join(f'{x:g}' for x in cfg.lrs)}")
+    d = SearchConfig()
+    if cfg.search.ratios:
+        parts.append(f"--search-ratios {','.join(f'{x:g}' for x in cfg.search.ratios)}")
+    if tuple(cfg.search.emas) != tuple(d.emas):
+        parts.append(f"--search-emas {','.join(f'{x:g}' for x in cfg.search.emas)}")
+    if cfg.search.calib_samples != d.calib_samples:
+        parts.append(f"--search-calib-samples {cfg.search.calib_samples}")
+    if cfg.search.val_samples != d.val_samples:
+        parts.append(f"--search-val-samples {cfg.search.val_samples}")
+    if cfg.ft_train_samples:
+        parts.append(f"--ft-train-samples {cfg.ft_train_samples}")
+    if tuple(cfg.baselines) != ("seasonal_naive", "dlinear", "patchtst"):
+        parts.append(f"--baselines {','.join(cfg.baselines)}")
+    if cfg.seed:
+        parts.append(f"--seed {cfg.seed}")
+    parts.append(f"--out {cfg.out}")
+    return " ".join(parts)
+
+
 def write_accuracy_report(results: dict, transfer: list, cfg, machine: dict, out: Path) -> None:
     out = Path(out)
     s = summarize(results)
     L = ["# Reproducing prune-then-finetune on ETT", "",
-         f"Command: `tsprune reproduce --datasets {','.join(cfg.datasets)} --horizons "
-         f"{','.join(map(str, cfg.horizons))} --model {cfg.model} --context {cfg.context}`", "",
+         f"Command: `{command_line(cfg)}` (a rerun skips datasets whose `runs/NAME.json` exists; "
+         "`--force` recomputes them)", "",
          f"Machine: {machine}", "",
          "Protocol: ETT 12/4/4-month split, z-score with train statistics, every test window (stride 1), "
          "all channels as univariate series; MSE/MAE on z-scored values. One pruned model per dataset "
@@ -96,13 +155,17 @@ def write_accuracy_report(results: dict, transfer: list, cfg, machine: dict, out
         L.append(f"  - {name}: best tsprune {v['best_tsprune_avg_mse']:.4f} vs DLinear "
                  f"{v['dlinear_avg_mse']:.4f} ({100 * (v['best_tsprune_avg_mse'] / v['dlinear_avg_mse'] - 1):+.1f}%)")
     L.append("")
-    L += ["![MSE against parameters](mse_vs_params.png)", ""]
+    L += ["![MSE against parameters](mse_vs_params.png)", "",
+          "![Search: validation loss against sparsity](search_curves.png)", ""]
     for name, r in results.items():
         L += [f"## {name}", "",
               f"params dense {r['params_dense']:,}, pruned {r['params_pruned']:,} "
               f"(sparsity {100 * r['sparsity']:.1f}%); search chose r={r['search']['chosen']['ratio']}, "
               f"alpha={r['search']['chosen']['ema']}, lr={r['search']['chosen'].get('lr')} "
-              f"(grids {r['search']['grids']}); dense fine-tune lr {r['finetune_dense']['lr']}.", "",
+              f"(grids {r['search']['grids']}); dense fine-tune lr {r['finetune_dense']['lr']}. "
+              f"Search trials (validation loss of the pruned model, before fine-tuning): "
+              + ", ".join(f"r={t['ratio']} a={t['ema']}: {t['val_loss']:.4f} at "
+                          f"{100 * t['sparsity']:.1f}%" for t in r["search"].get("trials", [])) + ".", "",
               "| horizon | " + " | ".join(lbl for _, lbl in ROWS + BASE) + " |",
               "|---:|" + "---:|" * (len(ROWS) + len(BASE))]
         for h in r["horizons"]:
@@ -131,3 +194,4 @@ def write_accuracy_report(results: dict, transfer: list, cfg, machine: dict, out
     (out / "accuracy.json").write_text(json.dumps({"summary": s, "transfer": transfer, "machine": machine},
                                                   indent=1, default=float))
     plot(results, out / "mse_vs_params.png")
+    plot_search(results, out / "search_curves.png")
