@@ -18,7 +18,7 @@ Target: peak RSS - RSS after imports <= 2 x fp32 weights + one batch of activati
 where one batch of activations is measured (phase one_batch: its peak over its start) and
 estimated analytically (see ``activation_estimate``).
 
-    python bench/bench_memory.py                    # prints the table (and --json)
+    python bench/bench_memory.py [--json]           # prints the table (and the raw JSON)
     pytest bench/bench_memory.py -m memory -s       # the same, with the target asserted
 """
 from __future__ import annotations
@@ -264,6 +264,11 @@ if __name__ == "__main__":
         build_checkpoint(Path(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps(child(sys.argv[2])))
+    elif any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+    elif [a for a in sys.argv[1:] if a != "--json"]:
+        sys.exit(f"bench_memory.py: unknown argument(s) {[a for a in sys.argv[1:] if a != '--json']}; "
+                 f"allowed: --json, --help")
     else:
         res = measure()
         print(table(res))
