@@ -183,6 +183,8 @@ def write_accuracy_report(results: dict, transfer: list, cfg, machine: dict, out
               f"{t['dense_zero_shot_mse']:.4f} |" for t in transfer]
         L.append("")
     L += ["## What did not reproduce", ""]
+    if (out / "analysis.md").exists():
+        L += ["The explanation, written from these numbers: [analysis.md](analysis.md).", ""]
     misses = [c for c in s["cells"] if not c["win"]]
     if misses:
         L.append("Cells where prune-then-finetune lost to full fine-tuning (MSE change):")
