@@ -252,3 +252,23 @@ def test_cli_run_report_html(cli_run):
                                  "pruning curve"}
     assert "ORT CPU latency, batch 64" in html and r["command"].startswith("tsprune prune --model")
     assert r["command"] in html.replace("&#x27;", "'") and r["versions"]["torch"] in html
+
+
+def test_readme_example_runs_as_written(tmp_path, monkeypatch):
+    """The Python block of README.md, verbatim (bundled model and data), in a fresh folder."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    m = re.search(r"## Python API.*?```python\n(.*?)```", readme.read_text(), re.S)
+    assert m, "README.md has no Python API block"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TSPRUNE_QUIET", "1")
+    ns: dict = {"__name__": "__readme__"}
+    exec(compile(m.group(1), "README.md", "exec"), ns)
+    assert ns["pruned"].num_params() < ns["model"].num_params()
+    assert (tmp_path / "out" / "model.onnx").exists()
+    assert torch_equal_reload(tmp_path / "out" / "model", ns["pruned"])
+
+
+def torch_equal_reload(path, model) -> bool:
+    import torch
+    x = torch.randn(2, 512)
+    return torch.equal(tsprune.load(path).forecast(x, 96).point, model.forecast(x, 96).point)

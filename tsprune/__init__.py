@@ -34,6 +34,8 @@ _API = {
     "export_onnx": ("tsprune.export", "export_onnx"),
     "RunConfig": ("tsprune.pipeline", "RunConfig"),
     "run": ("tsprune.pipeline", "run"),
+    "default_data_path": ("tsprune.pipeline", "default_data_path"),
+    "ett_path": ("tsprune.data", "ett_path"),
     "UserError": ("tsprune.errors", "UserError"),
 }
 

@@ -49,7 +49,7 @@ class DataConfig:
     path: str | os.PathLike | None
     target: tuple[str, ...] | None = None
     date_col: str | None = None
-    split: str = "ett"
+    split: str = "auto"
     context: int = 512
     horizon: int = 96
     stride: int = 1
