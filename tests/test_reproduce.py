@@ -48,6 +48,14 @@ def test_reproduce_small(tmp_path):
     # a rerun skips finished datasets
     again = run(rc, log=lambda m: None)
     assert again["results"][paths[0]]["timings"] == r["timings"]
+    # a fresh clone has the committed results but not models/: the report still renders,
+    # keeping the transfer figure measured earlier
+    import shutil
+    shutil.rmtree(tmp_path / "res" / "models")
+    (tmp_path / "res" / "accuracy.md").unlink()
+    fresh = run(rc, log=lambda m: None)
+    assert fresh["transfer"] == out["transfer"]
+    assert (tmp_path / "res" / "accuracy.md").exists()
 
 
 def test_reproduce_resumes_finished_phases(tmp_path, monkeypatch):

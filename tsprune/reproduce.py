@@ -244,8 +244,23 @@ def run_transfer(cfg: ReproduceConfig, results: dict, log=print) -> list[dict]:
     against the dense model zero-shot on B (first horizon only)."""
     out = []
     h = min(cfg.horizons)
+    earlier = {}
+    prev = Path(cfg.out) / "accuracy.json"
+    if prev.exists():
+        earlier = {(t["source"], t["target"], t["horizon"]): t
+                   for t in json.loads(prev.read_text()).get("transfer", [])}
     for a, b in cfg.transfer:
         if a not in results or b not in results:
+            continue
+        if not Path(results[a]["pruned_model_dir"]).exists():
+            # models/ is not committed: keep the figure measured when the model existed
+            if (a, b, h) in earlier:
+                log(f"transfer {a}->{b}: pruned model {results[a]['pruned_model_dir']} not found; "
+                    f"keeping the earlier figure (rerun {a} with --force to recompute)")
+                out.append(earlier[(a, b, h)])
+            else:
+                log(f"transfer {a}->{b}: pruned model {results[a]['pruned_model_dir']} not found; "
+                    f"skipped (rerun {a} with --force)")
             continue
         d = prepare(DataConfig(_path(b), context=cfg.context, horizon=h, split=cfg.split))
         spec = load(results[a]["pruned_model_dir"])
