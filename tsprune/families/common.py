@@ -20,6 +20,23 @@ HUB_KEYS = ("architectures", "auto_map", "transformers_version", "model_type", "
 
 
 # ---- configs ----------------------------------------------------------------------------
+class PatchedDecoderConfig:
+    """Mixin for families whose transformers config names the patch, context and output
+    lengths patch_length / context_length / horizon_length (TimesFM 2.0 and 2.5)."""
+
+    def config_dict(self, model: nn.Module) -> dict:
+        return model.config.to_dict()
+
+    def context_multiple(self, model) -> int:
+        return int(model.config.patch_length)
+
+    def max_context(self, model) -> int:
+        return int(model.config.context_length)
+
+    def output_horizon(self, model) -> int:
+        return int(model.config.horizon_length)
+
+
 def config_from_dict(cls, d: dict):
     """A frozen dataclass config ``cls`` from a published config.json dict: its own fields
     from ``d``, every other key except HUB_KEYS in its ``extra`` (kept for the round trip)."""

@@ -42,7 +42,7 @@ from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
-from .common import attention_group, block, ffn_group, pad_to_multiple
+from .common import PatchedDecoderConfig, attention_group, block, ffn_group, pad_to_multiple
 
 try:
     from transformers import TimesFmConfig, TimesFmModelForPrediction
@@ -114,7 +114,7 @@ class DeadMLP(nn.Module):
         return out + x
 
 
-class TimesFm2(Family):
+class TimesFm2(PatchedDecoderConfig, Family):
     name = "timesfm2"
     model_types = ("timesfm",)
     architectures = ("TimesFmModelForPrediction",)
@@ -134,18 +134,6 @@ class TimesFm2(Family):
     def load_dense(self, path, config: dict) -> nn.Module:
         _need_hf()
         return from_pretrained_local(TimesFmModelForPrediction, path, self.name)
-
-    def config_dict(self, model: nn.Module) -> dict:
-        return model.config.to_dict()
-
-    def context_multiple(self, model) -> int:
-        return int(model.config.patch_length)
-
-    def max_context(self, model) -> int:
-        return int(model.config.context_length)
-
-    def output_horizon(self, model) -> int:
-        return int(model.config.horizon_length)
 
     # ---- structure --------------------------------------------------------------------
     def structure(self, model: nn.Module) -> ModelStructure:

@@ -30,7 +30,8 @@ from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast
-from .common import attention_group, block, ffn_group, pad_to_multiple, resize_attention_module
+from .common import (PatchedDecoderConfig, attention_group, block, ffn_group, pad_to_multiple,
+                     resize_attention_module)
 
 try:
     from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
@@ -89,7 +90,7 @@ def _need_hf():
         raise missing_extra("transformers>=5 (TimesFm2_5)", "timesfm")
 
 
-class TimesFm25(Family):
+class TimesFm25(PatchedDecoderConfig, Family):
     name = "timesfm2_5"
     model_types = ("timesfm2_5",)
     architectures = ("TimesFm2_5ModelForPrediction",)
@@ -110,18 +111,6 @@ class TimesFm25(Family):
     def load_dense(self, path, config: dict) -> nn.Module:
         _need_hf()
         return from_pretrained_local(TimesFm2_5ModelForPrediction, path, self.name)
-
-    def config_dict(self, model: nn.Module) -> dict:
-        return model.config.to_dict()
-
-    def context_multiple(self, model) -> int:
-        return int(model.config.patch_length)
-
-    def max_context(self, model) -> int:
-        return int(model.config.context_length)
-
-    def output_horizon(self, model) -> int:
-        return int(model.config.horizon_length)
 
     # ---- structure --------------------------------------------------------------------
     def structure(self, model: nn.Module) -> ModelStructure:
