@@ -149,8 +149,11 @@ def write_accuracy_report(results: dict, transfer: list, cfg, machine: dict, out
           f"- average MSE gain of prune-then-finetune over full fine-tuning: "
           f"**{100 * s['avg_gain']:.2f}%**." if s["avg_gain"] is not None else "- no fine-tuning cells"]
     nb = sum(v["beats"] for v in s["dlinear"].values())
-    L.append(f"- the best tsprune model beats DLinear's average MSE on **{nb} of {len(s['dlinear'])}** "
-             f"datasets (target 3 of 4: {'met' if nb >= 3 else f'missed by {3 - nb}'}).")
+    if not s["dlinear"]:
+        L.append("- no DLinear baseline in this run (`--baselines`), so no comparison with it.")
+    else:
+        L.append(f"- the best tsprune model beats DLinear's average MSE on **{nb} of {len(s['dlinear'])}** "
+                 f"datasets (target 3 of 4: {'met' if nb >= 3 else f'missed by {3 - nb}'}).")
     for name, v in s["dlinear"].items():
         L.append(f"  - {name}: best tsprune {v['best_tsprune_avg_mse']:.4f} vs DLinear "
                  f"{v['dlinear_avg_mse']:.4f} ({100 * (v['best_tsprune_avg_mse'] / v['dlinear_avg_mse'] - 1):+.1f}%)")
