@@ -95,3 +95,48 @@ def test_reproduce_resumes_finished_phases(tmp_path, monkeypatch):
     r = out["results"][str(p)]
     assert r["zero_shot"] == partial["zero_shot"]
     assert not (tmp_path / "res" / "runs" / "A.partial.json").exists()
+
+
+def test_reproduce_phases_split_across_runs(tmp_path, monkeypatch):
+    """--phases: two runs share one dataset's phases (merged, locked writes); a final run
+    without --phases computes nothing again and renders the report."""
+    import pytest
+
+    import tsprune.reproduce as rp
+    from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
+    torch.manual_seed(0)
+    cfg = {k: v for k, v in TINY_TIMESFM25.items() if k != "model_type"}
+    TimesFm2_5ModelForPrediction(TimesFm2_5Config(**cfg)).save_pretrained(tmp_path / "m")
+    p = tmp_path / "A.csv"
+    synthetic_frame(n=1600, channels=1).to_csv(p, index=False)
+    base = dict(datasets=(str(p),), horizons=(24,), model=str(tmp_path / "m"), context=64,
+                split="0.7,0.1,0.2", out=str(tmp_path / "res"),
+                search=SearchConfig(ratios=(0.3,), emas=(0.5,), calib_samples=128, val_samples=64),
+                prune=PruneConfig(batch_size=64), lrs=(1e-4,), ft_train_samples=128,
+                ft_val_samples=64, baselines=("seasonal_naive", "dlinear"), transfer=())
+    with pytest.raises(Exception, match="--phases"):
+        ReproduceConfig(**base, phases=("zero_shot", "bogus"))
+    chain = run(ReproduceConfig(**base, phases=("search", "pruned_eval", "finetune_pruned")),
+                log=lambda m: None)
+    assert chain["results"] == {}
+    assert not (tmp_path / "res" / "accuracy.md").exists()
+    partial = tmp_path / "res" / "runs" / "A.partial.json"
+    done = json.loads(partial.read_text())["done"]
+    assert {"search", "pruned_eval", "finetune_pruned"} <= set(done) and "zero_shot" not in done
+    run(ReproduceConfig(**base, phases=("zero_shot", "finetune_dense", "seasonal_naive")),
+        log=lambda m: None)
+    done = json.loads(partial.read_text())["done"]
+    assert {"search", "finetune_pruned", "zero_shot", "seasonal_naive"} <= set(done)  # merged
+    assert "dlinear" not in done
+    assert set(done["timings"]) >= {"search", "finetune_pruned", "zero_shot", "seasonal_naive"}
+
+    def never(*a, **k):
+        raise AssertionError("a finished phase ran again")
+    monkeypatch.setattr(rp, "search", never)
+    monkeypatch.setattr(rp, "finetune", never)
+    out = run(ReproduceConfig(**base), log=lambda m: None)
+    r = out["results"][str(p)]
+    assert r["pruned_finetuned"] == done["finetune_pruned"]["metrics"]
+    assert set(r["timings"]) == set(done["timings"]) | {"dlinear", "total"}
+    assert r["baselines"]["dlinear"]["24"]["mse"] > 0
+    assert (tmp_path / "res" / "accuracy.md").exists() and not partial.exists()

@@ -30,6 +30,9 @@ from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
 
 HORIZONS = (96, 192, 336, 720)
+# in run order; search -> pruned_eval -> finetune_pruned depend on each other, the rest do not
+PHASES = ("zero_shot", "finetune_dense", "search", "pruned_eval", "finetune_pruned",
+          "seasonal_naive", "dlinear", "patchtst")
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,12 @@ class ReproduceConfig:
     transfer: tuple[tuple[str, str], ...] = (("ETTh1", "ETTh2"), ("ETTm1", "ETTm2"))
     seed: int = 0
     force: bool = False
+    phases: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        for p in self.phases or ():
+            if p not in PHASES:
+                raise bad_arg("--phases", p, ", ".join(PHASES))
         if not self.datasets:
             raise bad_arg("--datasets", self.datasets, "one or more dataset names")
         if not self.horizons or any(h < 1 for h in self.horizons):
@@ -79,28 +86,43 @@ def _eval_all(model, data, horizons, desc) -> dict:
 
 class _Progress:
     """Finished phases of one dataset in ``runs/NAME.partial.json`` (atomic writes), so an
-    interrupted reproduction continues where it stopped; the settings must match."""
+    interrupted reproduction continues where it stopped; the settings must match.
+
+    Several processes may work on one dataset (``--phases``): every write happens under a
+    lock and merges with what the others wrote, and reads see their finished phases."""
 
     def __init__(self, path: Path, fingerprint: dict, fresh: bool):
         self.path = path
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
-        self.state: dict = {}
-        if path.exists() and not fresh:
-            st = json.loads(path.read_text())
+        if fresh:
+            path.unlink(missing_ok=True)
+
+    def _read(self) -> dict:
+        if self.path.exists():
+            st = json.loads(self.path.read_text())
             if st.get("fingerprint") == self.fingerprint:
-                self.state = st["done"]
+                return st["done"]
+        return {}
 
     def __contains__(self, key) -> bool:
-        return key in self.state
+        return key in self._read()
 
     def __getitem__(self, key):
-        return self.state[key]
+        return self._read()[key]
 
-    def put(self, key, value) -> None:
-        self.state[key] = value
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": self.state}, default=float))
-        os.replace(tmp, self.path)
+    def timings(self) -> dict:
+        return dict(self._read().get("timings", {}))
+
+    def put(self, key, value, seconds: float) -> None:
+        import fcntl
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self._read()
+            state[key] = value
+            state["timings"] = {**state.get("timings", {}), key: seconds}
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": state}, default=float))
+            os.replace(tmp, self.path)
 
 
 def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
@@ -119,25 +141,38 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
     train_h = min(out_h or H, H)
     train = data.windows("train", horizon=train_h)
     val = data.windows("val", horizon=train_h)
-    fp = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("force", "datasets", "out")}
+    fp = {k: v for k, v in dataclasses.asdict(cfg).items()
+          if k not in ("force", "datasets", "out", "phases")}
     done = _Progress(Path(cfg.out) / "runs" / f"{stem}.partial.json", {**fp, "dataset": str(path)},
                      fresh=cfg.force)
     models = Path(cfg.out) / "models"
-    timings: dict[str, float] = dict(done["timings"]) if "timings" in done else {}
+    missing: list[str] = []
+
+    class _Skip(Exception):
+        pass
 
     def phase(key, fn):
-        """Run fn() once; its JSON result is kept, so a rerun skips it."""
+        """Run fn() once; its JSON result is kept, so a rerun skips it. With --phases, a
+        phase not asked for and not finished (by this or another process) is left out."""
         if key in done:
             log(f"[{name}] {key}: done earlier")
             return done[key]
+        if cfg.phases is not None and key not in cfg.phases:
+            missing.append(key)
+            raise _Skip(key)
         t = time.time()
         log(f"[{name}] {key} ...")
         value = fn()
-        timings[key] = round(time.time() - t, 1)
-        done.put(key, value)
-        done.put("timings", timings)
-        log(f"[{name}] {key} done in {timings[key]:.0f}s")
+        secs = round(time.time() - t, 1)
+        done.put(key, value, secs)
+        log(f"[{name}] {key} done in {secs:.0f}s")
         return value
+
+    def optional(key, fn):
+        try:
+            return phase(key, fn)
+        except _Skip:
+            return None
 
     ft_cfg = FinetuneConfig(lr=cfg.lrs or tuple(fam.lr_grid), train_samples=cfg.ft_train_samples,
                             val_samples=cfg.ft_val_samples, seed=cfg.seed)
@@ -148,14 +183,15 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
     res = {"dataset": name, "path": str(path), "family": fam.name, "model": cfg.model,
            "context": cfg.context, "train_horizon": train_h, "horizons": list(cfg.horizons),
            "windows": {"train": len(train), "val": len(val)}, "params_dense": model.num_params()}
-    res["zero_shot"] = phase("zero_shot", lambda: _eval_all(model, data, cfg.horizons, "zero-shot"))
+    res["zero_shot"] = optional("zero_shot", lambda: _eval_all(model, data, cfg.horizons, "zero-shot"))
 
     def dense_ft():
         dense = model.clone()
         ftd = finetune(dense, train, val, ft_cfg, show_progress=not is_quiet())
         return {"ft": ft_json(ftd), "metrics": _eval_all(dense, data, cfg.horizons, "fine-tuned dense")}
-    d = phase("finetune_dense", dense_ft)
-    res["finetune_dense"], res["finetuned_dense"] = d["ft"], d["metrics"]
+    d = optional("finetune_dense", dense_ft)
+    if d is not None:
+        res["finetune_dense"], res["finetuned_dense"] = d["ft"], d["metrics"]
 
     plan_path = models / f"{stem}-{fam.name}-plan.json"
 
@@ -165,36 +201,44 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         sr.plan.save(plan_path)
         return sr.to_json()
-    res["search"] = phase("search", do_search)
-    from tsprune.prune import Plan
-    pruned = apply(model, Plan.load(plan_path))
-    res["params_pruned"] = pruned.num_params()
-    res["sparsity"] = 1 - pruned.num_params() / model.num_params()
-    res["structure"] = pruned.describe()
-    # before fine-tuning: the first horizon only (a diagnostic)
-    res["pruned"] = phase("pruned_eval", lambda: _eval_all(pruned, data, cfg.horizons[:1], "pruned"))
     model_dir = models / f"{stem}-{fam.name}-pruned"
+    try:
+        res["search"] = phase("search", do_search)
+        from tsprune.prune import Plan
+        pruned = apply(model, Plan.load(plan_path))
+        res["params_pruned"] = pruned.num_params()
+        res["sparsity"] = 1 - pruned.num_params() / model.num_params()
+        res["structure"] = pruned.describe()
+        # before fine-tuning: the first horizon only (a diagnostic)
+        res["pruned"] = phase("pruned_eval", lambda: _eval_all(pruned, data, cfg.horizons[:1], "pruned"))
 
-    def pruned_ft():
-        ftp = finetune(pruned, train, val, ft_cfg, show_progress=not is_quiet())
-        pruned.save(model_dir)
-        return {"ft": ft_json(ftp), "metrics": _eval_all(pruned, data, cfg.horizons, "pruned+fine-tuned")}
-    p = phase("finetune_pruned", pruned_ft)
-    res["finetune_pruned"], res["pruned_finetuned"] = p["ft"], p["metrics"]
-    res["search"]["chosen"]["lr"] = p["ft"]["lr"]
-    res["search"]["grids"]["lr"] = list(ft_cfg.lr)
-    res["pruned_model_dir"] = str(model_dir)
+        def pruned_ft():
+            ftp = finetune(pruned, train, val, ft_cfg, show_progress=not is_quiet())
+            pruned.save(model_dir)
+            return {"ft": ft_json(ftp), "metrics": _eval_all(pruned, data, cfg.horizons, "pruned+fine-tuned")}
+        p = phase("finetune_pruned", pruned_ft)
+        res["finetune_pruned"], res["pruned_finetuned"] = p["ft"], p["metrics"]
+        res["search"]["chosen"]["lr"] = p["ft"]["lr"]
+        res["search"]["grids"]["lr"] = list(ft_cfg.lr)
+        res["pruned_model_dir"] = str(model_dir)
+    except _Skip:
+        pass  # the rest of this chain needs the skipped phase
     base: dict[str, dict] = {}
     if "seasonal_naive" in cfg.baselines:
         from tsprune.baselines import evaluate_seasonal_naive
-        base["seasonal_naive"] = phase("seasonal_naive", lambda: {str(h): evaluate_seasonal_naive(
+        base["seasonal_naive"] = optional("seasonal_naive", lambda: {str(h): evaluate_seasonal_naive(
             data.windows("test", horizon=h, stride=1), data.season) for h in cfg.horizons})
     if "dlinear" in cfg.baselines:
         from tsprune.baselines import train_dlinear
-        base["dlinear"] = phase("dlinear", lambda: _trained_baseline(train_dlinear, data, cfg))
+        base["dlinear"] = optional("dlinear", lambda: _trained_baseline(train_dlinear, data, cfg))
     if "patchtst" in cfg.baselines:
         from tsprune.baselines.patchtst import train_patchtst
-        base["patchtst"] = phase("patchtst", lambda: _trained_baseline(train_patchtst, data, cfg))
+        base["patchtst"] = optional("patchtst", lambda: _trained_baseline(train_patchtst, data, cfg))
+    if missing:
+        log(f"[{name}] not finished: {', '.join(missing)} left to another process or a rerun "
+            f"(--phases {','.join(cfg.phases or ())})")
+        return None
+    timings = done.timings()
     res["baselines"] = {k: {h: {"mse": v["mse"], "mae": v["mae"], **({"params": v["params"]} if "params" in v else {})}
                             for h, v in d.items()} for k, d in base.items()}
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
@@ -226,11 +270,17 @@ def run(cfg: ReproduceConfig, log=print) -> dict:
             results[name] = json.loads(f.read_text())
             continue
         r = run_dataset(name, cfg, log)
+        if r is None:
+            continue
         tmp = f.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(r, indent=1, default=float))
         os.replace(tmp, f)
         f.with_suffix(".partial.json").unlink(missing_ok=True)
+        f.with_suffix(".lock").unlink(missing_ok=True)
         results[name] = r
+    if len(results) < len(cfg.datasets):
+        log("some datasets are not finished (--phases): the report is rendered by a run that finishes them")
+        return {"results": results, "transfer": []}
     transfer = run_transfer(cfg, results, log)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "processor": platform.processor() or platform.machine()}
