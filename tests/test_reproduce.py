@@ -140,3 +140,4 @@ def test_reproduce_phases_split_across_runs(tmp_path, monkeypatch):
     assert set(r["timings"]) == set(done["timings"]) | {"dlinear", "total"}
     assert r["baselines"]["dlinear"]["24"]["mse"] > 0
     assert (tmp_path / "res" / "accuracy.md").exists() and not partial.exists()
+    assert not list((tmp_path / "res" / "runs").glob("*.lock"))

@@ -276,7 +276,7 @@ def run(cfg: ReproduceConfig, log=print) -> dict:
         tmp.write_text(json.dumps(r, indent=1, default=float))
         os.replace(tmp, f)
         f.with_suffix(".partial.json").unlink(missing_ok=True)
-        f.with_suffix(".lock").unlink(missing_ok=True)
+        f.with_suffix(".partial.lock").unlink(missing_ok=True)
         results[name] = r
     if len(results) < len(cfg.datasets):
         log("some datasets are not finished (--phases): the report is rendered by a run that finishes them")
