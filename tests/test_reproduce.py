@@ -58,22 +58,32 @@ def test_reproduce_small(tmp_path):
     assert (tmp_path / "res" / "accuracy.md").exists()
 
 
-def test_reproduce_resumes_finished_phases(tmp_path, monkeypatch):
-    """A reproduction interrupted inside a dataset keeps its finished phases."""
-    import pytest
-
-    import tsprune.reproduce as rp
+def _one_dataset(tmp_path):
+    """A tiny TimesFM 2.5 saved at tmp_path/m and one generated series A.csv (returned)."""
     from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
     torch.manual_seed(0)
     cfg = {k: v for k, v in TINY_TIMESFM25.items() if k != "model_type"}
     TimesFm2_5ModelForPrediction(TimesFm2_5Config(**cfg)).save_pretrained(tmp_path / "m")
     p = tmp_path / "A.csv"
     synthetic_frame(n=1600, channels=1).to_csv(p, index=False)
-    rc = ReproduceConfig(datasets=(str(p),), horizons=(24,), model=str(tmp_path / "m"), context=64,
-                         split="0.7,0.1,0.2", out=str(tmp_path / "res"),
-                         search=SearchConfig(ratios=(0.3,), emas=(0.5,), calib_samples=128, val_samples=64),
-                         prune=PruneConfig(batch_size=64), lrs=(1e-4,), ft_train_samples=128,
-                         ft_val_samples=64, baselines=("seasonal_naive",), transfer=())
+    return p
+
+
+def _small_config(tmp_path, p, baselines) -> dict:
+    return dict(datasets=(str(p),), horizons=(24,), model=str(tmp_path / "m"), context=64,
+                split="0.7,0.1,0.2", out=str(tmp_path / "res"),
+                search=SearchConfig(ratios=(0.3,), emas=(0.5,), calib_samples=128, val_samples=64),
+                prune=PruneConfig(batch_size=64), lrs=(1e-4,), ft_train_samples=128,
+                ft_val_samples=64, baselines=baselines, transfer=())
+
+
+def test_reproduce_resumes_finished_phases(tmp_path, monkeypatch):
+    """A reproduction interrupted inside a dataset keeps its finished phases."""
+    import pytest
+
+    import tsprune.reproduce as rp
+    p = _one_dataset(tmp_path)
+    rc = ReproduceConfig(**_small_config(tmp_path, p, ("seasonal_naive",)))
     calls = {"search": 0}
     real = rp.search
 
@@ -103,17 +113,8 @@ def test_reproduce_phases_split_across_runs(tmp_path, monkeypatch):
     import pytest
 
     import tsprune.reproduce as rp
-    from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
-    torch.manual_seed(0)
-    cfg = {k: v for k, v in TINY_TIMESFM25.items() if k != "model_type"}
-    TimesFm2_5ModelForPrediction(TimesFm2_5Config(**cfg)).save_pretrained(tmp_path / "m")
-    p = tmp_path / "A.csv"
-    synthetic_frame(n=1600, channels=1).to_csv(p, index=False)
-    base = dict(datasets=(str(p),), horizons=(24,), model=str(tmp_path / "m"), context=64,
-                split="0.7,0.1,0.2", out=str(tmp_path / "res"),
-                search=SearchConfig(ratios=(0.3,), emas=(0.5,), calib_samples=128, val_samples=64),
-                prune=PruneConfig(batch_size=64), lrs=(1e-4,), ft_train_samples=128,
-                ft_val_samples=64, baselines=("seasonal_naive", "dlinear"), transfer=())
+    p = _one_dataset(tmp_path)
+    base = _small_config(tmp_path, p, ("seasonal_naive", "dlinear"))
     with pytest.raises(Exception, match="--phases"):
         ReproduceConfig(**base, phases=("zero_shot", "bogus"))
     chain = run(ReproduceConfig(**base, phases=("search", "pruned_eval", "finetune_pruned")),
