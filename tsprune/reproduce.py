@@ -235,8 +235,10 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
         from tsprune.baselines.patchtst import train_patchtst
         base["patchtst"] = optional("patchtst", lambda: _trained_baseline(train_patchtst, data, cfg))
     if missing:
-        log(f"[{name}] not finished: {', '.join(missing)} left to another process or a rerun "
-            f"(--phases {','.join(cfg.phases or ())})")
+        left = [k for k in missing if k not in done]  # others may have finished some meanwhile
+        log(f"[{name}] not finished here (--phases {','.join(cfg.phases or ())}): "
+            + (f"{', '.join(left)} still to run" if left else "the other phases are finished now")
+            + "; a run without --phases completes the dataset and renders the report")
         return None
     timings = done.timings()
     res["baselines"] = {k: {h: {"mse": v["mse"], "mae": v["mae"], **({"params": v["params"]} if "params" in v else {})}
