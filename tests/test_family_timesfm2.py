@@ -129,3 +129,23 @@ def test_score_fused_equals_reference():
     x = context_batch(2, 128)
     ref_f = plan_forecast(m, fused, x, 64)
     assert torch.allclose(p.forecast(x, 64).point, ref_f.point, atol=1e-5, rtol=1e-5)
+
+
+def test_q_and_k_output_dims_are_pruned_together():
+    """q.out[i] and k.out[i] scale the same term of every logit (no RoPE, no q/k norm), so
+    their Taylor scores are equal up to rounding; the engine prunes them as one unit, or
+    rounding alone would decide between them (it did, differently per scorer)."""
+    from tsprune.prune import PruneConfig, score
+    from tsprune.prune.engine import coupled_qk
+    m = _tiny()
+    assert coupled_qk(m.family.structure(m.module))  # the tiny TimesFM 2.0 has coupled pairs
+    train, val = sine_windows(400, 1, horizon=64, stride=3), sine_windows(260, 2, horizon=64, stride=3)
+    plan = score(m, train, val, PruneConfig(ratio=0.3, max_epochs=1, macro_batch=48, batch_size=16,
+                                            calib_samples=96, val_samples=32), show_progress=False)
+    pruned_any = False
+    for layer in range(2):
+        q = plan.masks[f"decoder.layers.{layer}.self_attn.q_proj"]["out"]
+        k = plan.masks[f"decoder.layers.{layer}.self_attn.k_proj"]["out"]
+        assert q == k
+        pruned_any |= bool(q)
+    assert pruned_any

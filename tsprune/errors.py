@@ -6,6 +6,8 @@ Messages name the argument, the value received and what is allowed.
 """
 from __future__ import annotations
 
+import importlib.util
+
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
@@ -23,8 +25,22 @@ def bad_arg(name: str, value, allowed: str) -> UserError:
     return UserError(f"{name}: got {value!r}; expected {allowed}")
 
 
-def missing_extra(package: str, extra: str) -> ImportError:
-    """ImportError for an optional dependency, naming the install command."""
+def missing_extra(package: str, extra: str, error: BaseException | None = None,
+                  module: str | None = None) -> ImportError:
+    """ImportError for an optional dependency, naming the install command.
+
+    "not installed" is said only when the top-level module (``module``, else the first
+    word of ``package``) cannot be found at all. When it is installed but its import
+    failed (``error``: a broken or incompatible release, a shadowing folder), the message
+    says so and carries the underlying ImportError, which a reinstall would not fix.
+    """
+    top = (module or package.split()[0].split(">")[0].split("=")[0]).replace("-", "_")
+    try:
+        installed = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if error is None or not installed:
+        return ImportError(
+            f"{package} is not installed; install it with: pip install 'tsprune[{extra}]'")
     return ImportError(
-        f"{package} is not installed; install it with: pip install 'tsprune[{extra}]'"
-    )
+        f"{package} is installed but failed to import: {type(error).__name__}: {error}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 
+from tsprune.errors import missing_extra
+
 log = logging.getLogger("tsprune")
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -41,9 +43,11 @@ def import_ort():
     (CPU) and onnxruntime-gpu are alternative extras: both install the same package."""
     try:
         import onnxruntime as ort
-    except ImportError:
-        raise ImportError("onnxruntime is not installed; install it with: pip install 'tsprune[onnxruntime]' "
-                          "(or 'tsprune[onnxruntime-gpu]' for CUDA, never both)") from None
+    except ImportError as e:
+        err = missing_extra("onnxruntime", "onnxruntime", e)
+        if "not installed" not in str(err):
+            raise err from e
+        raise ImportError(f"{err} (or 'tsprune[onnxruntime-gpu]' for CUDA, never both)") from e
     return ort
 
 

@@ -125,8 +125,8 @@ def simplify(src: Path, dst: Path) -> dict:
     """onnxslim ``src`` into ``dst``; returns node counts."""
     try:
         import onnxslim
-    except ImportError:
-        raise missing_extra("onnxslim", "export") from None
+    except ImportError as e:
+        raise missing_extra("onnxslim", "export", e) from e
     import onnx
     proto = onnx.load(str(src))
     before = len(proto.graph.node)

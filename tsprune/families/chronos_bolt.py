@@ -60,8 +60,8 @@ def _chronos():
     """The upstream module (lazy: chronos-forecasting is an optional extra)."""
     try:
         from chronos import chronos_bolt
-    except ImportError:
-        raise missing_extra("chronos-forecasting", "chronos") from None
+    except ImportError as e:
+        raise missing_extra("chronos-forecasting", "chronos", e, module="chronos") from e
     return chronos_bolt
 
 

@@ -43,8 +43,8 @@ def _hf():
     """transformers' PatchTST module (lazy, so detection never imports it)."""
     try:
         from transformers.models.patchtst import modeling_patchtst
-    except ImportError:
-        raise missing_extra("transformers>=5 (PatchTST)", "patchtst") from None
+    except ImportError as e:
+        raise missing_extra("transformers>=5 (PatchTST)", "patchtst", e, module="transformers") from e
     return modeling_patchtst
 
 

@@ -48,15 +48,18 @@ try:
     from transformers import TimesFmConfig, TimesFmModelForPrediction
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from transformers.models.timesfm import modeling_timesfm as _hf
-except ImportError:  # pragma: no cover - transformers is a core dependency
+except ImportError as _e:  # transformers is a core dependency; kept to report why
     TimesFmConfig = TimesFmModelForPrediction = None
+    _IMPORT_ERROR: ImportError | None = _e
+else:
+    _IMPORT_ERROR = None
 
 FREQ = 0  # TimesFM frequency class: 0 high (up to daily), 1 medium (weekly, monthly), 2 low
 
 
 def _need_hf():
     if TimesFmModelForPrediction is None:
-        raise missing_extra("transformers>=5 (TimesFm)", "timesfm")
+        raise missing_extra("transformers>=5 (TimesFm)", "timesfm", _IMPORT_ERROR, module="transformers")
 
 
 class PrunedAttention(nn.Module):

@@ -37,8 +37,11 @@ try:
     from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from transformers.models.timesfm2_5 import modeling_timesfm2_5 as _hf
-except ImportError:  # pragma: no cover - transformers is a core dependency
+except ImportError as _e:  # transformers is a core dependency; kept to report why
     TimesFm2_5Config = TimesFm2_5ModelForPrediction = None
+    _IMPORT_ERROR: ImportError | None = _e
+else:
+    _IMPORT_ERROR = None
 
 
 class PrunedAttention(nn.Module):
@@ -87,7 +90,7 @@ class PrunedAttention(nn.Module):
 
 def _need_hf():
     if TimesFm2_5ModelForPrediction is None:
-        raise missing_extra("transformers>=5 (TimesFm2_5)", "timesfm")
+        raise missing_extra("transformers>=5 (TimesFm2_5)", "timesfm", _IMPORT_ERROR, module="transformers")
 
 
 class TimesFm25(PatchedDecoderConfig, Family):

@@ -59,9 +59,11 @@ def _upstream():
     try:
         from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig, TinyTimeMixerForPrediction
     except ImportError as e:
-        base = missing_extra(f"granite-tsfm (tsfm_public: {e})", "ttm")
+        base = missing_extra("granite-tsfm (tsfm_public)", "ttm", e, module="tsfm_public")
+        if "not installed" not in str(base):
+            raise base from e
         raise ImportError(f"{base} && pip install --no-deps '{GRANITE_PIN}' (granite-tsfm pins "
-                          f"torch<2.12; --no-deps keeps your torch)") from None
+                          f"torch<2.12; --no-deps keeps your torch)") from e
     finally:
         for h in root.handlers[:]:
             if h not in handlers:

@@ -17,6 +17,7 @@ that to run them on CPU tensors.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -57,11 +58,12 @@ def kernels_package() -> str:
     src = source_kernels_dir()
     if src is None:
         return "tsprune._kernels"
-    spec = importlib.util.spec_from_file_location(
-        _SRC_PACKAGE, src / "__init__.py", submodule_search_locations=[str(src)])
+    # kernels/ has no __init__.py (so that it never shadows Hugging Face's `kernels`):
+    # the package object is made here, and its submodules load from its __path__.
+    spec = importlib.machinery.ModuleSpec(_SRC_PACKAGE, None, is_package=True)
+    spec.submodule_search_locations = [str(src)]
     mod = importlib.util.module_from_spec(spec)
     sys.modules[_SRC_PACKAGE] = mod
-    spec.loader.exec_module(mod)
     return _SRC_PACKAGE
 
 

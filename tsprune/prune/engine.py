@@ -209,8 +209,22 @@ def masked_loss(model, masks: MaskSet | None, dataset, batch_size: int = 256) ->
     return total / max(n, 1)
 
 
-def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int) -> int:
-    """Zero the lowest-|imp| alive units of the global pool; returns how many were zeroed."""
+def coupled_qk(structure) -> list[tuple[str, str]]:
+    """(q, k) paths whose output dims are one unit: Q/K dims that surgery slices as a union
+    (qk_reducible), without RoPE and without grouped KV heads. There the score of
+    q.out[i] equals that of k.out[i] exactly, since both masks scale the same term
+    q_i * k_i of every attention logit; rounding alone would then decide which of the
+    two is ranked first, so the two are pruned together."""
+    return [(a.q, a.k) for b in structure.blocks for a in b.attention
+            if a.qk_reducible and not a.rope and a.num_heads == a.num_kv_heads]
+
+
+def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int,
+                coupled: list[tuple[str, str]] = ()) -> int:
+    """Zero the lowest-|imp| alive units of the global pool; returns how many were zeroed.
+
+    coupled: (q, k) Linear paths whose output units i are one unit (see coupled_qk): when
+    either is chosen, both are zeroed."""
     keys, scores = [], []
     for p, s, m in masks.units():
         alive = torch.nonzero(m != 0).flatten()
@@ -226,13 +240,26 @@ def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int) -> in
     chosen = torch.zeros_like(zero)
     chosen[order[:k]] = True
     chosen |= zero
+    drop: dict[tuple[str, str], torch.Tensor] = {}
     off = 0
     for (p, s, alive), sc in zip(keys, scores):
         sel = chosen[off: off + sc.numel()]
         off += sc.numel()
-        if sel.any():
-            masks.get(p, s)[alive[sel.to(alive.device)]] = 0.0
-    return int(chosen.sum())
+        full = torch.zeros(masks.get(p, s).numel(), dtype=torch.bool)
+        full[alive.cpu()[sel]] = True
+        drop[(p, s)] = full
+    for q, kk in coupled:
+        a, b = drop.get((q, "out")), drop.get((kk, "out"))
+        if a is not None and b is not None and a.numel() == b.numel():
+            drop[(q, "out")] = drop[(kk, "out")] = a | b
+    n = 0
+    for (p, s), full in drop.items():
+        m = masks.get(p, s)
+        full &= (m != 0).cpu()
+        if full.any():
+            m[full.nonzero().flatten().to(m.device)] = 0.0
+            n += int(full.sum())
+    return n
 
 
 def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
@@ -259,6 +286,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
             model, module = probe, probe.module
     structure = family.structure(module)
     masks = MaskSet(module, structure.linears())
+    coupled = coupled_qk(structure)
     ratio = cfg.ratio if cfg.ratio is not None else family.default_ratio
     max_epochs = cfg.max_epochs or family.prune_epochs
     if cfg.calib_samples:
@@ -334,7 +362,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                     seen += chunk.numel()
                     bar.update(chunk.numel())
                 (loss_sum,) = _all_sum(loss_sum)
-                zeroed = _prune_step(masks, imp, ratio, steps)
+                zeroed = _prune_step(masks, imp, ratio, steps, coupled)
                 sp = 1.0 - count_params(module, analyze(structure, masks)) / params_dense
                 rec = {"epoch": epoch + 1, "step": step + 1, "train_loss": loss_sum / max(seen, 1),
                        "zeroed": zeroed, "alive_channels": masks.alive(),
