@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-val-samples", type=int, default=2048, help="validation windows per search trial")
     p.add_argument("--finetune", dest="do_finetune", action="store_true", default=True,
                    help="fine-tune the pruned model (default)")
-    p.add_argument("--no-finetune", dest="do_finetune", action="store_false")
+    p.add_argument("--no-finetune", dest="do_finetune", action="store_false",
+                   help="skip fine-tuning: the pruned model is saved and exported as pruned")
     p.add_argument("--compare-finetune", action="store_true", help="also fine-tune the dense model")
     p.add_argument("--lr", type=_floats("--lr"), help="learning rate, or a comma-separated grid chosen by validation")
     p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the family's)")
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dlinear", dest="dlinear", action="store_false", help="skip the DLinear baseline")
     p.add_argument("--export", action="append", default=[], choices=["onnx"], help="export format")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds window subsampling, batch order and DLinear (default: 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to compute (default: cuda when available; under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--resume", action="store_true",
@@ -130,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
 
     x = sub.add_parser("export", help="export a model to ONNX (fp32/fp16/int8) or a Triton model repository")
-    from tsprune.export.command import add_arguments as add_export_arguments
+    from tsprune.export.args import add_arguments as add_export_arguments
     add_export_arguments(x)
 
     i = sub.add_parser("inspect", help="per-layer heads, widths and parameters of a model or ONNX graph")
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--lr", type=_floats("--lr"), help="fine-tuning lr grid (default: the family's)")
     rp.add_argument("--ft-train-samples", type=int, help="subsample fine-tuning windows (default: all)")
     rp.add_argument("--baselines", default="seasonal_naive,dlinear,patchtst")
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--seed", type=int, default=0, help="seeds subsampling, batch order and baselines (default: 0)")
     rp.add_argument("--force", action="store_true", help="rerun datasets that already have results")
     rp.add_argument("--phases", help="run only these phases (comma-separated; several processes "
                     "can share a dataset this way, then a run without --phases renders the report)")

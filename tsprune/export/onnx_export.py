@@ -58,11 +58,12 @@ def onnx_parity(path: str | os.PathLike, module: torch.nn.Module, context: int, 
 
 def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, opset: int = 18,
                 atol: float = 1e-4, metadata: dict | None = None, check: bool = True,
-                graph: str = "optimized", dynamic_context: bool = False, fp16: bool = False) -> dict:
+                graph: str = "optimized", dynamic_context: bool = True, fp16: bool = False) -> dict:
     """Export ``model`` (TSModel) to ``path``; returns {"path", "max_abs_err", ...}.
 
     graph: "optimized" (the family's export adapter, tsprune.export.adapters) or
-    "reference" (the family's forecasting code traced as is). dynamic_context: make the
+    "reference" (the family's forecasting code traced as is). dynamic_context (default, as
+    `tsprune export` without --static-context): make the
     context axis dynamic where the adapter allows it (parity is then checked at several
     lengths). fp16: trace the adapter in half precision (its normalisation stays float32);
     parity is recorded but not held to ``atol``.

@@ -31,8 +31,7 @@ from .onnx_export import ExportError, _fresh_inputs, check_parity, export_onnx
 
 log = logging.getLogger("tsprune")
 
-PRECISIONS = ("fp32", "fp16")
-QUANTIZE = ("int8",)
+from .args import PRECISIONS, QUANTIZE
 OPSETS = range(18, 24)
 
 
