@@ -260,8 +260,6 @@ def _cmd_export(a) -> int:
     for name, value in (("--context", a.context), ("--horizon", a.horizon)):
         if not 1 <= value <= MAX_LENGTH:
             raise bad_arg(name, value, f"a positive integer (at most {MAX_LENGTH})")
-    if not 18 <= a.opset <= 23:
-        raise bad_arg("--opset", a.opset, "an integer from 18 to 23")
     cfg = variant_config(a)  # bad --precision/--quantize combinations fail before any work
     if a.format == "onnx":
         check_out(os.path.dirname(os.path.abspath(a.out)) or ".")
@@ -271,9 +269,7 @@ def _cmd_export(a) -> int:
     if a.data is not None and not os.path.exists(a.data):
         raise UserError(f"--data: {a.data!r} does not exist")
     model = load(a.model)
-    max_ctx = model.family.max_context(model.module)
-    if max_ctx is not None and a.context > max_ctx:
-        raise bad_arg("--context", a.context, f"at most {max_ctx} for this {model.family.name} model")
+    model.check_context(a.context)
     return run_export(a, model, cfg, _data_config)
 
 

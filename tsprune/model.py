@@ -16,7 +16,7 @@ from torch import nn
 
 from tsprune import __version__
 from tsprune.checkpoint import MANIFEST, check_weights, read_config, read_json, read_state_dict, write_model_dir
-from tsprune.errors import UserError
+from tsprune.errors import UserError, bad_arg
 from tsprune.families import Family, Forecast, detect, get
 from tsprune.hfutil import config_errors
 from tsprune.prune.surgery import AttentionShape
@@ -48,6 +48,12 @@ class TSModel:
 
     def describe(self) -> list[dict]:
         return self.family.describe(self.module)
+
+    def check_context(self, context: int, arg: str = "--context") -> None:
+        """UserError when ``context`` exceeds what this model can read (its position table)."""
+        max_ctx = self.family.max_context(self.module)
+        if max_ctx is not None and context > max_ctx:
+            raise bad_arg(arg, context, f"at most {max_ctx} for this {self.family.name} model")
 
     # ---- forecasting ------------------------------------------------------------------
     @torch.no_grad()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
-import sys
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,14 +17,18 @@ import torch
 
 from tsprune import __version__
 from tsprune.atomic import atomic_dir, check_out
+from tsprune.baselines import evaluate_forecaster, evaluate_seasonal_naive, train_dlinear
 from tsprune.data import DataConfig, prepare
+from tsprune.distributed import barrier, init_from_env, world
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluate import evaluate
-from tsprune.model import load
+from tsprune.model import load, resolve
+from tsprune.phases import Phase, PhaseStore, run_phases
 from tsprune.progress import is_quiet, set_quiet
-from tsprune.prune import PruneConfig, apply, score
+from tsprune.prune import Plan, PruneConfig, apply, score
+from tsprune.report import forecast_samples, ort_latency, write_reports
 from tsprune.runlog import RunLog, log_to_file, log_to_stderr
-from tsprune.search import SearchConfig  # noqa: F401  (type of RunConfig.search)
+from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
 
 log = logging.getLogger("tsprune")
@@ -131,7 +135,6 @@ def run(cfg: RunConfig) -> dict:
     """Run the job; returns the report (also written as report.json / .md / .html)."""
     was_quiet = is_quiet()
     set_quiet(was_quiet or cfg.quiet)
-    from tsprune.distributed import init_from_env, world
     device = init_from_env(cfg.device)
     rank, n = world()
     if n > 1 and cfg.resume:
@@ -139,11 +142,15 @@ def run(cfg: RunConfig) -> dict:
     try:
         with log_to_file(cfg.log_file if rank == 0 else None), log_to_stderr(cfg.verbose and rank == 0):
             if rank != 0:
+                # ranks > 0: the same phases with evaluation and output switched off
                 set_quiet(True)
-                return _run_worker(cfg, device)
+                torch.manual_seed(cfg.seed)
+                job = Job(cfg, device, worker=True)
+                run_phases(PHASES, job, PhaseStore.in_memory(), worker=True)
+                barrier()
+                return {}
             report = _run(cfg, device)
             if n > 1:
-                from tsprune.distributed import barrier
                 barrier()  # the workers wait for rank 0's evaluation and output
             return report
     finally:
@@ -152,66 +159,198 @@ def run(cfg: RunConfig) -> dict:
 
 def _windows(cfg: RunConfig, model, data):
     fam, mod = model.family, model.module
-    L, H = cfg.data.context, cfg.data.horizon
-    max_ctx = fam.max_context(mod)
-    if max_ctx is not None and L > max_ctx:
-        raise bad_arg("--context", L, f"at most {max_ctx} for this {fam.name} model")
     out_h = fam.output_horizon(mod)
+    H = cfg.data.horizon
     train_h = min(H, out_h) if (out_h and fam.autoregressive) else H
     return train_h, data.windows("train", horizon=train_h), data.windows("val", horizon=train_h)
 
 
-def _run_worker(cfg: RunConfig, device) -> dict:
-    """Ranks > 0 under torchrun: the same collective phases as rank 0 (dense fine-tuning,
-    scoring or search, pruned fine-tuning), no evaluation and no output."""
-    torch.manual_seed(cfg.seed)
-    model = load(cfg.model)
-    model.module.to(device)
-    data = prepare(cfg.data)
-    fam = model.family
-    _, train, val = _windows(cfg, model, data)
-    ft_cfg = cfg.finetune if cfg.search is None else _with_lr_grid(cfg.finetune, fam)
-    if cfg.compare_finetune:
-        finetune(model.clone(), train, val, ft_cfg, show_progress=False)
+class Job:
+    """The state of one `tsprune prune` job, filled in by its phases (see PHASES)."""
+
+    def __init__(self, cfg: RunConfig, device=None, *, work: Path | None = None, worker: bool = False):
+        self.cfg, self.device, self.work, self.worker = cfg, device, work, worker
+        self.show = not is_quiet()
+        self.results: dict = {}
+        self.rl = RunLog(work / "log.jsonl") if work is not None else None
+        # checkpoints are for single-process --resume
+        self.ck = work / "checkpoints" if work is not None and world()[1] == 1 else None
+        self.model = self.data = self.train = self.val = self.test = None
+        self.plan = self.pruned = self.dense = None
+
+    def phase_log(self, name: str):
+        return self.rl.phase(name) if self.rl is not None else None
+
+    def checkpoint(self, name: str):
+        return self.ck / name if self.ck is not None else None
+
+    def to_device(self, model):
+        if self.device is not None:
+            model.module.to(self.device)
+        return model
+
+    def ft_config(self):
+        """Fine-tuning settings; under --search the lr is chosen by validation too."""
+        cfg = self.cfg
+        if cfg.search is not None and cfg.finetune.lr is None:
+            return _with_lr_grid(cfg.finetune, self.model.family)
+        return cfg.finetune
+
+    def evaluate(self, model, desc: str) -> dict:
+        return _metrics(evaluate(model, self.test, [self.cfg.data.horizon], desc=desc))
+
+
+# ---- the phases of `tsprune prune` ------------------------------------------------------
+
+def _load(j: Job) -> None:
+    j.model = j.to_device(load(j.cfg.model))
+    j.model.check_context(j.cfg.data.context)
+    j.data = prepare(j.cfg.data)
+    j.train_h, j.train, j.val = _windows(j.cfg, j.model, j.data)
+    j.test = j.data.windows("test", stride=1)  # TSLib: every test window
+
+
+def _zero_shot(j: Job) -> dict:
+    return j.evaluate(j.model, "zero-shot")
+
+
+def _finetune_dense(j: Job) -> dict:
+    j.dense = j.model.clone()
+    ft = finetune(j.dense, j.train, j.val, j.ft_config(), show_progress=j.show, log=j.phase_log("finetune_dense"),
+                  checkpoint=j.checkpoint("finetune_dense"))
+    if not j.worker:
+        j.dense.save(j.work / "checkpoints" / "dense_finetuned")
+    return ft.to_json()
+
+
+def _restore_dense(j: Job, _result) -> None:
+    if j.dense is None and (j.work / "checkpoints" / "dense_finetuned").exists():
+        j.dense = j.to_device(load(j.work / "checkpoints" / "dense_finetuned"))
+
+
+def _finetuned_dense_eval(j: Job) -> dict:
+    metrics = j.evaluate(j.dense, "fine-tuned dense")
+    j.dense = None
+    return metrics
+
+
+def _score(j: Job) -> dict:
+    cfg = j.cfg
+    search_json = None
     if cfg.search is not None:
-        from tsprune.search import search
-        plan = search(model, train, val, cfg.prune, cfg.search, show_progress=False).plan
+        res = search(j.model, j.train, j.val, cfg.prune, cfg.search, show_progress=j.show,
+                     log=j.phase_log("search"))
+        j.plan, search_json = res.plan, res.to_json()
     else:
-        plan = score(model, train, val, cfg.prune, show_progress=False)
-    pruned = apply(model, plan)
-    if cfg.do_finetune:
-        finetune(pruned, train, val, ft_cfg, show_progress=False)
-    from tsprune.distributed import barrier
-    barrier()
-    return {}
+        j.plan = score(j.model, j.train, j.val, cfg.prune, show_progress=j.show,
+                       log=j.phase_log("prune"), checkpoint=j.checkpoint("score"))
+    if not j.worker:
+        j.plan.save(j.work / "plan.json")
+        j.plan = Plan.load(j.work / "plan.json")
+    return {"search": search_json}
 
 
-class _Phases:
-    """Results of finished phases in ``state.json`` inside the work directory, so that
-    ``--resume`` skips them; the settings' fingerprint must match."""
+def _restore_plan(j: Job, _result) -> None:
+    j.plan = Plan.load(j.work / "plan.json")
 
-    def __init__(self, work: Path, fingerprint: dict, resume: bool):
-        import json
-        self.file = work / "state.json"
-        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
-        self.done: dict = {}
-        if resume and self.file.exists():
-            st = json.loads(self.file.read_text())
-            if st.get("fingerprint") != self.fingerprint:
-                raise UserError("--resume: the interrupted run in "
-                                f"{work} used other settings; rerun without --resume to start over")
-            self.done = st["done"]
 
-    def get(self, name: str):
-        return self.done.get(name)
+def _apply(j: Job) -> None:
+    j.pruned = apply(j.model, j.plan)
 
-    def put(self, name: str, result) -> None:
-        import json
-        import os
-        self.done[name] = result
-        tmp = self.file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": self.done}, default=float))
-        os.replace(tmp, self.file)
+
+def _pruned_eval(j: Job) -> dict:
+    return j.evaluate(j.pruned, "pruned")
+
+
+def _finetune_pruned(j: Job) -> dict:
+    ft = finetune(j.pruned, j.train, j.val, j.ft_config(), show_progress=j.show,
+                  log=j.phase_log("finetune_pruned"), checkpoint=j.checkpoint("finetune_pruned"))
+    if not j.worker:
+        j.pruned.save(j.work / "checkpoints" / "pruned_finetuned")
+    return ft.to_json()
+
+
+def _restore_pruned(j: Job, _result) -> None:
+    j.pruned = j.to_device(load(j.work / "checkpoints" / "pruned_finetuned"))
+
+
+def _pruned_finetuned_eval(j: Job) -> dict:
+    return j.evaluate(j.pruned, "pruned+fine-tuned")
+
+
+def _samples(j: Job) -> dict:
+    """A few test windows for the report's forecast plots."""
+    return forecast_samples({"dense": j.model, "pruned": j.pruned}, j.test, n=4)
+
+
+def _baselines(j: Job) -> dict:
+    cfg, data, H = j.cfg, j.data, j.cfg.data.horizon
+    out = {"seasonal_naive": _metrics(evaluate_seasonal_naive(j.test, data.season, horizons=[H]))}
+    out["seasonal_naive"]["season"] = data.season
+    if cfg.dlinear:
+        dl = train_dlinear(data, cfg.data.context, H, seed=cfg.seed, progress=j.show)
+        out["dlinear"] = _metrics(evaluate_forecaster(dl, j.test, horizons=[H]))
+    return out
+
+
+def _save(j: Job) -> None:
+    data = j.data
+    j.pruned.save(j.work / "model", extra={"dataset": {
+        "columns": list(data.columns), "mean": data.mean.tolist(), "std": data.std.tolist()}})
+
+
+def _export_onnx(j: Job) -> dict:
+    from tsprune.export import export_onnx  # lazy: onnx and the dynamo exporter are heavy
+    data = j.data
+    info = export_onnx(j.pruned, j.work / "model.onnx", context=j.cfg.data.context,
+                       horizon=j.cfg.data.horizon, opset=j.cfg.opset, metadata={
+                           "columns": list(data.columns),
+                           "normalisation": "instance normalisation inside the graph; "
+                                            "train z-score stats in zscore_mean/zscore_std",
+                           "zscore_mean": data.mean.tolist(),
+                           "zscore_std": data.std.tolist(),
+                           "quantiles": list(_quantile_levels(j.pruned, j.test))})
+    info["path"] = "model.onnx"
+    return info
+
+
+def _onnx_latency(j: Job) -> dict:
+    return ort_latency(j.work / "model.onnx", context=j.cfg.data.context, batches=(1, 64), budget_s=4.0)
+
+
+def _wants_dense(j: Job) -> bool:
+    return j.cfg.compare_finetune
+
+
+def _wants_finetune(j: Job) -> bool:
+    return j.cfg.do_finetune
+
+
+def _wants_onnx(j: Job) -> bool:
+    return "onnx" in j.cfg.export
+
+
+#: The job, in order. Workers (ranks > 0) run the phases that are not ``output``.
+PHASES = (
+    Phase("load", _load, persist=False),
+    Phase("zero_shot", _zero_shot, output=True),
+    Phase("finetune_dense", _finetune_dense, when=_wants_dense, restore=_restore_dense),
+    Phase("finetuned_dense_eval", _finetuned_dense_eval, needs=("finetune_dense",), when=_wants_dense,
+          output=True),
+    Phase("score", _score, restore=_restore_plan),
+    Phase("apply", _apply, needs=("score",), persist=False),
+    Phase("pruned_eval", _pruned_eval, needs=("apply",), output=True),
+    Phase("finetune_pruned", _finetune_pruned, needs=("apply",), when=_wants_finetune,
+          restore=_restore_pruned),
+    Phase("pruned_finetuned_eval", _pruned_finetuned_eval, needs=("finetune_pruned",),
+          when=_wants_finetune, output=True),
+    Phase("samples", _samples, needs=("apply",), output=True, persist=False),
+    Phase("baselines", _baselines, output=True, persist=False),
+    Phase("save", _save, needs=("apply",), output=True, persist=False),
+    Phase("export_onnx", _export_onnx, needs=("save",), when=_wants_onnx, output=True, persist=False),
+    Phase("onnx_latency", _onnx_latency, needs=("export_onnx",), when=_wants_onnx, output=True,
+          persist=False),
+)
 
 
 def _fingerprint(cfg: RunConfig) -> dict:
@@ -229,189 +368,68 @@ def _fingerprint(cfg: RunConfig) -> dict:
 
 def _run(cfg: RunConfig, device=None) -> dict:
     torch.manual_seed(cfg.seed)
-    show = not is_quiet()
-    timings: dict[str, float] = {}
     t_all = time.time()
-
-    def timed(name):
-        class _T:
-            def __enter__(s):
-                s.t = time.time()
-                log.info("%s ...", name)
-
-            def __exit__(s, *exc):
-                timings[name] = round(time.time() - s.t, 2)
-                if exc[0] is None:
-                    log.info("%s done in %.1fs", name, timings[name])
-        return _T()
-
-    # cheap checks first, so that a bad --model fails before the data is read
-    from tsprune.model import resolve
-    resolve(cfg.model)
+    resolve(cfg.model)  # cheap checks first, so that a bad --model fails before the data is read
     with atomic_dir(cfg.out, resume=cfg.resume) as tmp:
-        ph = _Phases(tmp, _fingerprint(cfg), cfg.resume)
-        ck = tmp / "checkpoints"
-        rl = RunLog(tmp / "log.jsonl")
+        store = PhaseStore(tmp / "state.json", _fingerprint(cfg), on_mismatch="error")
+        job = Job(cfg, device, work=tmp)
         try:
-            with timed("load"):
-                model = load(cfg.model)
-                if device is not None:
-                    model.module.to(device)
-                data = prepare(cfg.data)
-            fam, mod = model.family, model.module
-            L, H = cfg.data.context, cfg.data.horizon
-            train_h, train, val = _windows(cfg, model, data)
-            from tsprune.distributed import world
-            if world()[1] > 1:
-                ck = None  # checkpoints are for single-process --resume
-            test = data.windows("test", stride=1)  # TSLib: every test window
-            horizons = [H]
-            metrics: dict[str, dict | None] = {}
-            if ph.get("zero_shot") is None:
-                with timed("zero_shot_eval"):
-                    ph.put("zero_shot", _metrics(evaluate(model, test, horizons, desc="zero-shot")))
-            metrics["zero_shot"] = ph.get("zero_shot")
-            ft_dense = None
-            if cfg.compare_finetune:
-                if ph.get("finetune_dense") is None:
-                    with timed("finetune_dense"):
-                        dense = model.clone()
-                        ftd = finetune(dense, train, val, cfg.finetune if cfg.search is None else
-                                       _with_lr_grid(cfg.finetune, fam), show_progress=show,
-                                       log=rl.phase("finetune_dense"),
-                                       checkpoint=ck and ck / "finetune_dense")
-                    with timed("finetuned_dense_eval"):
-                        ph.put("finetune_dense", {"ft": ftd.to_json(), "metrics": _metrics(
-                            evaluate(dense, test, horizons, desc="fine-tuned dense"))})
-                    del dense
-                ft_dense = ph.get("finetune_dense")["ft"]
-                metrics["finetuned_dense"] = ph.get("finetune_dense")["metrics"]
-            from tsprune.prune import Plan
-            search_json = None
-            ft_cfg = cfg.finetune
-            if cfg.search is not None and ft_cfg.lr is None:  # lr is chosen by validation too
-                ft_cfg = _with_lr_grid(ft_cfg, fam)
-            if ph.get("score") is None:
-                if cfg.search is not None:
-                    from tsprune.search import search
-                    with timed("search"):
-                        search_res = search(model, train, val, cfg.prune, cfg.search,
-                                            show_progress=show, log=rl.phase("search"))
-                        plan = search_res.plan
-                        search_json = search_res.to_json()
-                else:
-                    with timed("prune_score"):
-                        plan = score(model, train, val, cfg.prune, show_progress=show,
-                                     log=rl.phase("prune"), checkpoint=ck and ck / "score")
-                plan.save(tmp / "plan.json")
-                ph.put("score", {"search": search_json})
-            plan = Plan.load(tmp / "plan.json")
-            search_json = ph.get("score")["search"]
-            with timed("prune_apply"):
-                pruned = apply(model, plan)
-            if ph.get("pruned_eval") is None:
-                with timed("pruned_eval"):
-                    ph.put("pruned_eval", _metrics(evaluate(pruned, test, horizons, desc="pruned")))
-            metrics["pruned"] = ph.get("pruned_eval")
-            ft = None
-            metrics["pruned_finetuned"] = None
-            if cfg.do_finetune:
-                if ph.get("finetune_pruned") is None:
-                    with timed("finetune_pruned"):
-                        ftp = finetune(pruned, train, val, ft_cfg, show_progress=show,
-                                       log=rl.phase("finetune_pruned"),
-                                       checkpoint=ck and ck / "finetune_pruned")
-                        pruned.save(tmp / "checkpoints" / "pruned_finetuned")
-                    ph.put("finetune_pruned", ftp.to_json())
-                else:
-                    pruned = load(tmp / "checkpoints" / "pruned_finetuned")
-                    if device is not None:
-                        pruned.module.to(device)
-                ft = ph.get("finetune_pruned")
-                if ph.get("pruned_finetuned_eval") is None:
-                    with timed("pruned_finetuned_eval"):
-                        ph.put("pruned_finetuned_eval", _metrics(evaluate(pruned, test, horizons,
-                                                                          desc="pruned+fine-tuned")))
-                metrics["pruned_finetuned"] = ph.get("pruned_finetuned_eval")
-            with timed("samples"):  # a few test windows for the report's forecast plots
-                from tsprune.report import forecast_samples
-                samples = forecast_samples({"dense": model, "pruned": pruned}, test, n=4)
-            baselines = {}
-            with timed("baselines"):
-                from tsprune.baselines import evaluate_seasonal_naive, train_dlinear
-                from tsprune.baselines.evaluate import evaluate_forecaster
-                baselines["seasonal_naive"] = _metrics(evaluate_seasonal_naive(
-                    test, data.season, horizons=horizons))
-                baselines["seasonal_naive"]["season"] = data.season
-                if cfg.dlinear:
-                    dl = train_dlinear(data, L, H, seed=cfg.seed, progress=show)
-                    baselines["dlinear"] = _metrics(evaluate_forecaster(dl, test, horizons=horizons))
-            with timed("save"):
-                pruned.save(tmp / "model", extra={"dataset": {
-                    "columns": list(data.columns), "mean": data.mean.tolist(),
-                    "std": data.std.tolist()}})
-            onnx_info = None
-            if "onnx" in cfg.export:
-                from tsprune.export import export_onnx
-                with timed("export_onnx"):
-                    onnx_info = export_onnx(pruned, tmp / "model.onnx", context=L, horizon=H,
-                                            opset=cfg.opset, metadata={
-                                                "columns": list(data.columns),
-                                                "normalisation": "instance normalisation inside the graph; "
-                                                                 "train z-score stats in zscore_mean/zscore_std",
-                                                "zscore_mean": data.mean.tolist(),
-                                                "zscore_std": data.std.tolist(),
-                                                "quantiles": list(_quantile_levels(pruned, test))})
-                    onnx_info["path"] = "model.onnx"
-                with timed("onnx_latency"):
-                    from tsprune.report import ort_latency
-                    onnx_info["latency_ms"] = ort_latency(tmp / "model.onnx", context=L,
-                                                          batches=(1, 64), budget_s=4.0)
+            done = run_phases(PHASES, job, store)
+            timings = dict(done.timings)
             timings["total"] = round(time.time() - t_all, 2)
-            report = {
-                "tsprune_version": __version__,
-                "command": cfg.command,
-                "family": fam.name,
-                "model": str(cfg.model),
-                "data": {"path": str(cfg.data.path), "columns": list(data.columns),
-                         "rows": int(len(data.values)), "split_rows": list(data.split),
-                         "split": data.split_spec,
-                         "freq": data.freq, "season": data.season, "context": L, "horizon": H,
-                         "train_horizon": train_h, "missing": str(data.missing),
-                         "windows": {"train": len(train), "val": len(val), "test": len(test)}},
-                "params": {"dense": plan.params_dense, "pruned": pruned.num_params()},
-                "sparsity": 1.0 - pruned.num_params() / plan.params_dense,
-                "metrics": metrics,
-                "baselines": baselines,
-                "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
-                          "history": plan.history, "extra": plan.extra},
-                "finetune": {"pruned": ft, "dense": ft_dense},
-                "structure": {"dense": model.describe(), "pruned": pruned.describe()},
-                "samples": samples,
-                "search": _search_report(search_json, ft),
-                "onnx": onnx_info,
-                "timings": timings,
-                "versions": _versions(),
-                "config": {"prune": asdict(cfg.prune), "finetune": asdict(cfg.finetune),
-                           "do_finetune": cfg.do_finetune, "compare_finetune": cfg.compare_finetune,
-                           "seed": cfg.seed},
-            }
-            rl({"metrics": metrics, "baselines": baselines, "params": report["params"],
-                "sparsity": report["sparsity"], "timings": timings}, phase="summary")
-            from tsprune.report import write_reports
+            report = _report(job, timings)
+            job.rl({"metrics": report["metrics"], "baselines": report["baselines"],
+                    "params": report["params"], "sparsity": report["sparsity"], "timings": timings},
+                   phase="summary")
             write_reports(report, tmp)
             # the output holds results only: checkpoints and phase state go
-            import shutil
             shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-            (tmp / "state.json").unlink(missing_ok=True)
+            store.remove()
         finally:
-            rl.close()
+            job.rl.close()
     return report
 
 
-def describe_user_error(e: Exception) -> str:
-    return str(e)
+def _report(j: Job, timings: dict) -> dict:
+    cfg, r, data = j.cfg, j.results, j.data
+    metrics = {"zero_shot": r["zero_shot"]}
+    if cfg.compare_finetune:
+        metrics["finetuned_dense"] = r["finetuned_dense_eval"]
+    metrics["pruned"] = r["pruned_eval"]
+    metrics["pruned_finetuned"] = r.get("pruned_finetuned_eval")
+    onnx_info = r.get("export_onnx")
+    if onnx_info is not None:
+        onnx_info["latency_ms"] = r["onnx_latency"]
+    plan, pruned = j.plan, j.pruned
+    ft = r.get("finetune_pruned")
+    return {
+        "tsprune_version": __version__,
+        "command": cfg.command,
+        "family": j.model.family.name,
+        "model": str(cfg.model),
+        "data": {"path": str(cfg.data.path), "columns": list(data.columns),
+                 "rows": int(len(data.values)), "split_rows": list(data.split),
+                 "split": data.split_spec,
+                 "freq": data.freq, "season": data.season, "context": cfg.data.context,
+                 "horizon": cfg.data.horizon, "train_horizon": j.train_h, "missing": str(data.missing),
+                 "windows": {"train": len(j.train), "val": len(j.val), "test": len(j.test)}},
+        "params": {"dense": plan.params_dense, "pruned": pruned.num_params()},
+        "sparsity": 1.0 - pruned.num_params() / plan.params_dense,
+        "metrics": metrics,
+        "baselines": r["baselines"],
+        "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
+                  "history": plan.history, "extra": plan.extra},
+        "finetune": {"pruned": ft, "dense": r.get("finetune_dense")},
+        "structure": {"dense": j.model.describe(), "pruned": pruned.describe()},
+        "samples": r["samples"],
+        "search": _search_report(r["score"]["search"], ft),
+        "onnx": onnx_info,
+        "timings": timings,
+        "versions": _versions(),
+        "config": {"prune": asdict(cfg.prune), "finetune": asdict(cfg.finetune),
+                   "do_finetune": cfg.do_finetune, "compare_finetune": cfg.compare_finetune,
+                   "seed": cfg.seed},
+    }
 
 
-__all__ = ["RunConfig", "run", "default_data_path", "UserError"]
-_ = sys
+__all__ = ["RunConfig", "run", "default_data_path", "UserError", "PHASES", "Job"]

@@ -20,17 +20,20 @@ from pathlib import Path
 
 import torch
 
+from tsprune.baselines import evaluate_forecaster, evaluate_seasonal_naive, train_dlinear
+from tsprune.baselines.patchtst import train_patchtst
 from tsprune.data import DataConfig, ett_path, prepare
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluate import evaluate, evaluate_horizons
 from tsprune.model import load
+from tsprune.phases import Phase, PhaseStore, run_phases
 from tsprune.progress import is_quiet
-from tsprune.prune import PruneConfig, apply
+from tsprune.prune import Plan, PruneConfig, apply
 from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
 
 HORIZONS = (96, 192, 336, 720)
-# in run order; search -> pruned_eval -> finetune_pruned depend on each other, the rest do not
+# the phases a user may name in --phases (PHASE_LIST below declares them, in run order)
 PHASES = ("zero_shot", "finetune_dense", "search", "pruned_eval", "finetune_pruned",
           "seasonal_naive", "dlinear", "patchtst")
 
@@ -79,170 +82,148 @@ def _path(name: str) -> Path:
     return found
 
 
-def _eval_all(model, data, horizons, desc) -> dict:
-    """Every test window of every horizon, from one rollout per window (evaluate_horizons)."""
-    return evaluate_horizons(model, data, horizons, desc=desc, show_progress=not is_quiet())
+class DatasetJob:
+    """The state of one dataset of a reproduction, filled in by its phases (PHASES)."""
+
+    def __init__(self, name: str, cfg: ReproduceConfig):
+        self.name, self.cfg = name, cfg
+        self.path = _path(name)
+        self.stem = Path(name).name.split(".")[0]
+        self.results: dict = {}
+        self.show = not is_quiet()
+        self.model = self.data = self.pruned = None
+
+    @property
+    def plan_path(self) -> Path:
+        return Path(self.cfg.out) / "models" / f"{self.stem}-{self.model.family.name}-plan.json"
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(self.cfg.out) / "models" / f"{self.stem}-{self.model.family.name}-pruned"
+
+    def eval_all(self, model, horizons, desc) -> dict:
+        """Every test window of every horizon, from one rollout per window (evaluate_horizons)."""
+        return evaluate_horizons(model, self.data, horizons, desc=desc, show_progress=self.show)
 
 
-class _Progress:
-    """Finished phases of one dataset in ``runs/NAME.partial.json`` (atomic writes), so an
-    interrupted reproduction continues where it stopped; the settings must match.
-
-    Several processes may work on one dataset (``--phases``): every write happens under a
-    lock and merges with what the others wrote, and reads see their finished phases."""
-
-    def __init__(self, path: Path, fingerprint: dict, fresh: bool):
-        self.path = path
-        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
-        if fresh:
-            path.unlink(missing_ok=True)
-
-    def _read(self) -> dict:
-        if self.path.exists():
-            st = json.loads(self.path.read_text())
-            if st.get("fingerprint") == self.fingerprint:
-                return st["done"]
-        return {}
-
-    def __contains__(self, key) -> bool:
-        return key in self._read()
-
-    def __getitem__(self, key):
-        return self._read()[key]
-
-    def timings(self) -> dict:
-        return dict(self._read().get("timings", {}))
-
-    def put(self, key, value, seconds: float) -> None:
-        import fcntl
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            state = self._read()
-            state[key] = value
-            state["timings"] = {**state.get("timings", {}), key: seconds}
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": state}, default=float))
-            os.replace(tmp, self.path)
+def _ft_json(r) -> dict:
+    return {"lr": r.lr, "trials": r.trials, "val_loss": r.val_loss, "val_loss_before": r.val_loss_before}
 
 
-def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
-    torch.manual_seed(cfg.seed)
-    t_ds = time.time()
-    path = _path(name)
-    stem = Path(name).name.split(".")[0]
+def _setup(j: DatasetJob) -> None:
+    cfg = j.cfg
     H = max(cfg.horizons)
-    data = prepare(DataConfig(path, context=cfg.context, horizon=H, split=cfg.split))
-    model = load(cfg.model)
-    fam = model.family
-    out_h = fam.output_horizon(model.module)
+    j.data = prepare(DataConfig(j.path, context=cfg.context, horizon=H, split=cfg.split))
+    j.model = load(cfg.model)
+    fam = j.model.family
     if not fam.autoregressive:
         raise UserError(f"reproduce: family {fam.name} rolls out per horizon; run `tsprune prune` "
                         f"once per horizon instead")
-    train_h = min(out_h or H, H)
-    train = data.windows("train", horizon=train_h)
-    val = data.windows("val", horizon=train_h)
+    j.train_h = min(fam.output_horizon(j.model.module) or H, H)
+    j.train = j.data.windows("train", horizon=j.train_h)
+    j.val = j.data.windows("val", horizon=j.train_h)
+    j.ft_cfg = FinetuneConfig(lr=cfg.lrs or tuple(fam.lr_grid), train_samples=cfg.ft_train_samples,
+                              val_samples=cfg.ft_val_samples, seed=cfg.seed)
+
+
+def _zero_shot(j: DatasetJob) -> dict:
+    return j.eval_all(j.model, j.cfg.horizons, "zero-shot")
+
+
+def _finetune_dense(j: DatasetJob) -> dict:
+    dense = j.model.clone()
+    ftd = finetune(dense, j.train, j.val, j.ft_cfg, show_progress=j.show)
+    return {"ft": _ft_json(ftd), "metrics": j.eval_all(dense, j.cfg.horizons, "fine-tuned dense")}
+
+
+def _search(j: DatasetJob) -> dict:
+    sr = search(j.model, j.train, j.val, dataclasses.replace(j.cfg.prune, seed=j.cfg.seed), j.cfg.search,
+                show_progress=j.show)
+    j.plan_path.parent.mkdir(parents=True, exist_ok=True)
+    sr.plan.save(j.plan_path)
+    return sr.to_json()
+
+
+def _apply(j: DatasetJob) -> None:
+    j.pruned = apply(j.model, Plan.load(j.plan_path))
+
+
+def _pruned_eval(j: DatasetJob) -> dict:
+    # before fine-tuning: the first horizon only (a diagnostic)
+    return j.eval_all(j.pruned, j.cfg.horizons[:1], "pruned")
+
+
+def _finetune_pruned(j: DatasetJob) -> dict:
+    ftp = finetune(j.pruned, j.train, j.val, j.ft_cfg, show_progress=j.show)
+    j.pruned.save(j.model_dir)
+    return {"ft": _ft_json(ftp), "metrics": j.eval_all(j.pruned, j.cfg.horizons, "pruned+fine-tuned")}
+
+
+def _seasonal_naive(j: DatasetJob) -> dict:
+    return {str(h): evaluate_seasonal_naive(j.data.windows("test", horizon=h, stride=1), j.data.season)
+            for h in j.cfg.horizons}
+
+
+def _baseline(train_fn):
+    return lambda j: _trained_baseline(train_fn, j.data, j.cfg)
+
+
+def _wants(baseline: str):
+    return lambda j: baseline in j.cfg.baselines
+
+
+#: One dataset of the reproduction, in run order. The search -> apply -> pruned_eval /
+#: finetune_pruned chain depends on the search; the other phases stand alone, so several
+#: processes can share a dataset (--phases).
+PHASE_LIST = (
+    Phase("setup", _setup, persist=False),
+    Phase("zero_shot", _zero_shot),
+    Phase("finetune_dense", _finetune_dense),
+    Phase("search", _search),
+    Phase("apply", _apply, needs=("search",), persist=False),
+    Phase("pruned_eval", _pruned_eval, needs=("apply",)),
+    Phase("finetune_pruned", _finetune_pruned, needs=("apply",)),
+    Phase("seasonal_naive", _seasonal_naive, when=_wants("seasonal_naive")),
+    Phase("dlinear", _baseline(train_dlinear), when=_wants("dlinear")),
+    Phase("patchtst", _baseline(train_patchtst), when=_wants("patchtst")),
+)
+
+
+def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict | None:
+    """One dataset's phases; its result, or None when --phases left some unfinished."""
+    torch.manual_seed(cfg.seed)
+    t_ds = time.time()
+    job = DatasetJob(name, cfg)
     fp = {k: v for k, v in dataclasses.asdict(cfg).items()
           if k not in ("force", "datasets", "out", "phases")}
-    done = _Progress(Path(cfg.out) / "runs" / f"{stem}.partial.json", {**fp, "dataset": str(path)},
-                     fresh=cfg.force)
-    models = Path(cfg.out) / "models"
-    missing: list[str] = []
-
-    class _Skip(Exception):
-        pass
-
-    def phase(key, fn):
-        """Run fn() once; its JSON result is kept, so a rerun skips it. With --phases, a
-        phase not asked for and not finished (by this or another process) is left out."""
-        if key in done:
-            log(f"[{name}] {key}: done earlier")
-            return done[key]
-        if cfg.phases is not None and key not in cfg.phases:
-            missing.append(key)
-            raise _Skip(key)
-        t = time.time()
-        log(f"[{name}] {key} ...")
-        value = fn()
-        secs = round(time.time() - t, 1)
-        done.put(key, value, secs)
-        log(f"[{name}] {key} done in {secs:.0f}s")
-        return value
-
-    def optional(key, fn):
-        try:
-            return phase(key, fn)
-        except _Skip:
-            return None
-
-    ft_cfg = FinetuneConfig(lr=cfg.lrs or tuple(fam.lr_grid), train_samples=cfg.ft_train_samples,
-                            val_samples=cfg.ft_val_samples, seed=cfg.seed)
-
-    def ft_json(r):
-        return {"lr": r.lr, "trials": r.trials, "val_loss": r.val_loss, "val_loss_before": r.val_loss_before}
-
-    res = {"dataset": name, "path": str(path), "family": fam.name, "model": cfg.model,
-           "context": cfg.context, "train_horizon": train_h, "horizons": list(cfg.horizons),
-           "windows": {"train": len(train), "val": len(val)}, "params_dense": model.num_params()}
-    res["zero_shot"] = optional("zero_shot", lambda: _eval_all(model, data, cfg.horizons, "zero-shot"))
-
-    def dense_ft():
-        dense = model.clone()
-        ftd = finetune(dense, train, val, ft_cfg, show_progress=not is_quiet())
-        return {"ft": ft_json(ftd), "metrics": _eval_all(dense, data, cfg.horizons, "fine-tuned dense")}
-    d = optional("finetune_dense", dense_ft)
-    if d is not None:
-        res["finetune_dense"], res["finetuned_dense"] = d["ft"], d["metrics"]
-
-    plan_path = models / f"{stem}-{fam.name}-plan.json"
-
-    def do_search():
-        sr = search(model, train, val, dataclasses.replace(cfg.prune, seed=cfg.seed), cfg.search,
-                    show_progress=not is_quiet())
-        plan_path.parent.mkdir(parents=True, exist_ok=True)
-        sr.plan.save(plan_path)
-        return sr.to_json()
-    model_dir = models / f"{stem}-{fam.name}-pruned"
-    try:
-        res["search"] = phase("search", do_search)
-        from tsprune.prune import Plan
-        pruned = apply(model, Plan.load(plan_path))
-        res["params_pruned"] = pruned.num_params()
-        res["sparsity"] = 1 - pruned.num_params() / model.num_params()
-        res["structure"] = pruned.describe()
-        # before fine-tuning: the first horizon only (a diagnostic)
-        res["pruned"] = phase("pruned_eval", lambda: _eval_all(pruned, data, cfg.horizons[:1], "pruned"))
-
-        def pruned_ft():
-            ftp = finetune(pruned, train, val, ft_cfg, show_progress=not is_quiet())
-            pruned.save(model_dir)
-            return {"ft": ft_json(ftp), "metrics": _eval_all(pruned, data, cfg.horizons, "pruned+fine-tuned")}
-        p = phase("finetune_pruned", pruned_ft)
-        res["finetune_pruned"], res["pruned_finetuned"] = p["ft"], p["metrics"]
-        res["search"]["chosen"]["lr"] = p["ft"]["lr"]
-        res["search"]["grids"]["lr"] = list(ft_cfg.lr)
-        res["pruned_model_dir"] = str(model_dir)
-    except _Skip:
-        pass  # the rest of this chain needs the skipped phase
-    base: dict[str, dict] = {}
-    if "seasonal_naive" in cfg.baselines:
-        from tsprune.baselines import evaluate_seasonal_naive
-        base["seasonal_naive"] = optional("seasonal_naive", lambda: {str(h): evaluate_seasonal_naive(
-            data.windows("test", horizon=h, stride=1), data.season) for h in cfg.horizons})
-    if "dlinear" in cfg.baselines:
-        from tsprune.baselines import train_dlinear
-        base["dlinear"] = optional("dlinear", lambda: _trained_baseline(train_dlinear, data, cfg))
-    if "patchtst" in cfg.baselines:
-        from tsprune.baselines.patchtst import train_patchtst
-        base["patchtst"] = optional("patchtst", lambda: _trained_baseline(train_patchtst, data, cfg))
-    if missing:
-        left = [k for k in missing if k not in done]  # others may have finished some meanwhile
+    store = PhaseStore(Path(cfg.out) / "runs" / f"{job.stem}.partial.json",
+                       {**fp, "dataset": str(job.path)}, fresh=cfg.force)
+    done = run_phases(PHASE_LIST, job, store, only=cfg.phases, say=log, label=name)
+    if done.left_out:
+        left = [k for k in done.left_out if k in PHASES and k not in store]
         log(f"[{name}] not finished here (--phases {','.join(cfg.phases or ())}): "
             + (f"{', '.join(left)} still to run" if left else "the other phases are finished now")
             + "; a run without --phases completes the dataset and renders the report")
         return None
-    timings = done.timings()
+    r, model = job.results, job.model
+    res = {"dataset": name, "path": str(job.path), "family": model.family.name, "model": cfg.model,
+           "context": cfg.context, "train_horizon": job.train_h, "horizons": list(cfg.horizons),
+           "windows": {"train": len(job.train), "val": len(job.val)}, "params_dense": model.num_params(),
+           "zero_shot": r["zero_shot"], "finetune_dense": r["finetune_dense"]["ft"],
+           "finetuned_dense": r["finetune_dense"]["metrics"], "search": r["search"]}
+    pruned = job.pruned
+    res["params_pruned"] = pruned.num_params()
+    res["sparsity"] = 1 - pruned.num_params() / model.num_params()
+    res["structure"] = pruned.describe()
+    res["pruned"] = r["pruned_eval"]
+    res["finetune_pruned"], res["pruned_finetuned"] = r["finetune_pruned"]["ft"], r["finetune_pruned"]["metrics"]
+    res["search"]["chosen"]["lr"] = r["finetune_pruned"]["ft"]["lr"]
+    res["search"]["grids"]["lr"] = list(job.ft_cfg.lr)
+    res["pruned_model_dir"] = str(job.model_dir)
     res["baselines"] = {k: {h: {"mse": v["mse"], "mae": v["mae"], **({"params": v["params"]} if "params" in v else {})}
-                            for h, v in d.items()} for k, d in base.items()}
+                            for h, v in r[k].items()} for k in ("seasonal_naive", "dlinear", "patchtst")
+                        if k in cfg.baselines}
+    timings = store.timings()
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
     res["timings"] = timings
     res["wall_s_this_run"] = round(time.time() - t_ds, 1)
@@ -252,7 +233,6 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict:
 def _trained_baseline(train, data, cfg: ReproduceConfig) -> dict:
     """{horizon: test metrics and "params"} of a baseline that ``train(data, context,
     horizon, seed=, progress=)`` fits per horizon."""
-    from tsprune.baselines import evaluate_forecaster
     out = {}
     for h in cfg.horizons:
         model = train(data, cfg.context, h, seed=cfg.seed, progress=not is_quiet())
@@ -277,8 +257,7 @@ def run(cfg: ReproduceConfig, log=print) -> dict:
         tmp = f.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(r, indent=1, default=float))
         os.replace(tmp, f)
-        f.with_suffix(".partial.json").unlink(missing_ok=True)
-        f.with_suffix(".partial.lock").unlink(missing_ok=True)
+        PhaseStore(f.with_suffix(".partial.json"), {}).remove()
         results[name] = r
     if len(results) < len(cfg.datasets):
         log("some datasets are not finished (--phases): the report is rendered by a run that finishes them")
