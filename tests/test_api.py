@@ -58,18 +58,19 @@ def test_public_api_names_resolve_and_are_documented():
         assert name in tsprune.__all__ and f"{name}" in text
 
 
-def test_api_names_survive_submodule_imports():
-    """`tsprune.evaluate` stays the function after the submodule tsprune.evaluate is
-    imported, and `import tsprune` alone does not import torch (the API is lazy)."""
+def test_api_names_are_lazy_and_never_shadowed_by_submodules():
+    """`import tsprune` alone does not import torch (the API is lazy), and no API name is
+    also a submodule's name (importing the submodule would rebind the package attribute)."""
+    import pkgutil
     import subprocess
     import sys
     code = ("import sys, tsprune; assert 'torch' not in sys.modules, 'torch imported'\n"
-            "from tsprune.evaluate import evaluate\n"
-            "import tsprune.evaluate\n"
-            "assert tsprune.evaluate is evaluate and callable(tsprune.evaluate), tsprune.evaluate\n"
-            "assert sys.modules['tsprune.evaluate'].evaluate is evaluate\n")
+            "from tsprune.evaluation import evaluate\n"
+            "assert tsprune.evaluate is evaluate and callable(tsprune.evaluate), tsprune.evaluate\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+    submodules = {m.name for m in pkgutil.iter_modules(tsprune.__path__)}
+    assert not submodules & set(tsprune.__all__)
 
 
 def test_configs_are_frozen_dataclasses(tmp_path):

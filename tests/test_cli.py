@@ -103,7 +103,7 @@ def test_end_to_end_on_etth1(tiny_dir, tmp_path):
     """The issue's acceptance command on ETTh1 (a tiny TimesFM 2.5 saved with save_pretrained;
     window subsampling keeps it short; every test window is still evaluated)."""
     from tsprune.data import DataConfig, ett_path, prepare
-    from tsprune.evaluate import evaluate
+    from tsprune.evaluation import evaluate
     from tsprune.model import load
     path = ett_path("ETTh1")
     if path is None:

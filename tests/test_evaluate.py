@@ -6,7 +6,7 @@ import torch
 
 from helpers import TINY_TIMESFM25, synthetic_frame
 from tsprune.data import DataConfig, prepare_frame
-from tsprune.evaluate import evaluate, evaluate_horizons
+from tsprune.evaluation import evaluate, evaluate_horizons
 from tsprune.model import from_config
 
 

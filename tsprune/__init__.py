@@ -12,8 +12,7 @@ The Python API mirrors the CLI:
     print(tsprune.evaluate(pruned, test))
     tsprune.export_onnx(pruned, "model.onnx", context=512, horizon=96)
 """
-import sys
-import types
+import importlib
 
 __version__ = "0.1.0"
 
@@ -30,7 +29,7 @@ _API = {
     "apply": ("tsprune.prune", "apply"),
     "FinetuneConfig": ("tsprune.train", "FinetuneConfig"),
     "finetune": ("tsprune.train", "finetune"),
-    "evaluate": ("tsprune.evaluate", "evaluate"),
+    "evaluate": ("tsprune.evaluation", "evaluate"),
     "export_onnx": ("tsprune.export", "export_onnx"),
     "RunConfig": ("tsprune.pipeline", "RunConfig"),
     "run": ("tsprune.pipeline", "run"),
@@ -42,23 +41,9 @@ _API = {
 __all__ = sorted(_API) + ["__version__"]
 
 
-class _Package(types.ModuleType):
-    """The package module: importing the submodule tsprune.evaluate must not replace the
-    function tsprune.evaluate (the import system binds a submodule as an attribute of its
-    package; an API name keeps its value; the submodule stays in sys.modules)."""
-
-    def __setattr__(self, name, value):
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 def __getattr__(name):
+    # lazy: `import tsprune` (and `tsprune --help`) must not load torch
     if name in _API:
-        import importlib
         mod, attr = _API[name]
         value = getattr(importlib.import_module(mod), attr)
         globals()[name] = value

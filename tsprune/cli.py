@@ -19,6 +19,8 @@ import shlex  # noqa: E402
 import sys  # noqa: E402
 
 from tsprune.errors import UserError, bad_arg  # noqa: E402
+from tsprune.progress import set_quiet  # noqa: E402
+from tsprune.runlog import log_to_file, log_to_stderr  # noqa: E402
 
 EXIT_USER = 2
 
@@ -208,7 +210,7 @@ def _cmd_prune(a) -> int:
 
 def _cmd_eval(a) -> int:
     from tsprune.data import prepare
-    from tsprune.evaluate import evaluate
+    from tsprune.evaluation import evaluate
     from tsprune.model import load
     data = prepare(_data_config(a))
     model = load(a.model)
@@ -308,29 +310,16 @@ def _cmd_pretrain(a) -> int:
 
 
 def main(argv=None) -> int:
-    from tsprune.progress import set_quiet
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         a = build_parser().parse_args(argv)
         a.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for the report
         set_quiet(getattr(a, "quiet", False))
-        if getattr(a, "log_file", None):
-            try:
-                fh = logging.FileHandler(a.log_file)
-            except OSError as e:
-                raise UserError(f"--log-file: cannot write to {a.log_file!r} ({e.strerror or e})") from None
-            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            logging.getLogger("tsprune").addHandler(fh)
-            logging.getLogger("tsprune").setLevel(logging.INFO)
-        if getattr(a, "verbose", False):
-            h = logging.StreamHandler(sys.stderr)
-            h.setFormatter(logging.Formatter("%(message)s"))
-            logging.getLogger("tsprune").addHandler(h)
-            logging.getLogger("tsprune").setLevel(logging.INFO)
         logging.getLogger("tsprune").propagate = False
-        return {"prune": _cmd_prune, "eval": _cmd_eval, "export": _cmd_export,
-                "inspect": _cmd_inspect, "pretrain": _cmd_pretrain,
-                "reproduce": _cmd_reproduce}[a.cmd](a)
+        with log_to_file(getattr(a, "log_file", None)), log_to_stderr(getattr(a, "verbose", False)):
+            return {"prune": _cmd_prune, "eval": _cmd_eval, "export": _cmd_export,
+                    "inspect": _cmd_inspect, "pretrain": _cmd_pretrain,
+                    "reproduce": _cmd_reproduce}[a.cmd](a)
     except UserError as e:
         print(f"tsprune: error: {e}", file=sys.stderr)
         return EXIT_USER

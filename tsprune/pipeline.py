@@ -21,7 +21,7 @@ from tsprune.baselines import evaluate_forecaster, evaluate_seasonal_naive, trai
 from tsprune.data import DataConfig, prepare
 from tsprune.distributed import barrier, init_from_env, world
 from tsprune.errors import UserError, bad_arg
-from tsprune.evaluate import evaluate
+from tsprune.evaluation import evaluate
 from tsprune.model import load, resolve
 from tsprune.phases import Phase, PhaseStore, run_phases
 from tsprune.progress import is_quiet, set_quiet

@@ -24,7 +24,7 @@ from tsprune.baselines import evaluate_forecaster, evaluate_seasonal_naive, trai
 from tsprune.baselines.patchtst import train_patchtst
 from tsprune.data import DataConfig, ett_path, prepare
 from tsprune.errors import UserError, bad_arg
-from tsprune.evaluate import evaluate, evaluate_horizons
+from tsprune.evaluation import evaluate, evaluate_horizons
 from tsprune.model import load
 from tsprune.phases import Phase, PhaseStore, run_phases
 from tsprune.progress import is_quiet

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsprune.baselines.training import check, fit
+from tsprune.baselines.training import check, fit, val_mse
 
 
 class DLinear(nn.Module):
@@ -73,18 +73,9 @@ def train_dlinear(prepared, context: int | None = None, horizon: int | None = No
         for group in opt.param_groups:
             group["lr"] *= lr_decay
 
-    history = fit(model, train, lambda x, y: F.mse_loss(model(x), y), lambda: _val_mse(model, val), opt,
+    history = fit(model, train, lambda x, y: F.mse_loss(model(x), y), lambda: val_mse(model, val), opt,
                   epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, label="DLinear",
                   progress=progress, after_epoch=decay)
     model.history = history
     return model
 
-
-def _val_mse(model: nn.Module, dataset, batch_size: int = 8192) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for x, y in dataset.batches(batch_size):
-            total += float((model(x) - y).double().square().sum())
-            count += y.numel()
-    return total / count

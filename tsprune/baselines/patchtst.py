@@ -20,10 +20,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from tsprune.baselines.training import check, fit
+from tsprune.baselines.training import check, fit, val_mse
 from tsprune.errors import bad_arg
 
 
@@ -124,19 +123,10 @@ def _train(train, val, epochs, lr, batch_size, patience, per_epoch, arch, seed,
     warm = max(1, int(0.3 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
                                               0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    model.history = fit(net, train, lambda x, y: fam.loss(net, x, y), lambda: _val_mse(model, val), opt,
+    model.history = fit(net, train, lambda x, y: fam.loss(net, x, y), lambda: val_mse(model, val, 2048), opt,
                         epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                         label="PatchTST", progress=progress, windows_per_epoch=per_epoch,
                         after_step=sched.step)
     model.eval()
     return model
 
-
-def _val_mse(model: nn.Module, dataset, batch_size: int = 2048) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for x, y in dataset.batches(batch_size):
-            total += float(F.mse_loss(model(x), y, reduction="sum").double())
-            count += y.numel()
-    return total / count

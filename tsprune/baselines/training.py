@@ -10,9 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tsprune.progress import progress as _progress
-
 from tsprune.errors import bad_arg
+from tsprune.progress import progress as _progress
 
 
 def check(name: str, value, ok: Callable, allowed: str) -> None:
@@ -74,3 +73,15 @@ def fit(module: nn.Module, train, loss: Callable, validate: Callable[[], float],
     module.load_state_dict(best_state)
     module.eval()
     return history
+
+
+def val_mse(model: nn.Module, dataset, batch_size: int = 8192) -> float:
+    """MSE of ``model`` (context (B, L) -> forecast (B, H)) over every window of
+    ``dataset``; squared errors summed in float64. Leaves the model in eval mode."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for x, y in dataset.batches(batch_size):
+            total += float((model(x) - y).double().square().sum())
+            count += y.numel()
+    return total / count

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tsprune.errors import bad_arg
 
-from .variants import PRECISIONS, QUANTIZE, VariantConfig, Windows, export_variant, sidecar_path
+from .variants import VariantConfig, Windows, export_variant, sidecar_path
 
 from .args import FORMATS, add_arguments  # noqa: F401  (re-exported)
 

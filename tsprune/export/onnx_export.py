@@ -20,6 +20,8 @@ import torch
 
 from tsprune import __version__
 
+log = logging.getLogger("tsprune")
+
 
 class ExportError(RuntimeError):
     """The exported graph failed its check (onnx.checker or parity)."""
@@ -56,6 +58,28 @@ def onnx_parity(path: str | os.PathLike, module: torch.nn.Module, context: int, 
             "providers": sess.get_providers()}
 
 
+def _trace(model, x, context, horizon, graph, dynamic_context, fp16, opset):
+    """torch.onnx.export (dynamo) of the family's export module: (program, output names,
+    whether the context axis is dynamic)."""
+    from .adapters import export_module
+    module, dyn = export_module(model, context, horizon, graph=graph, dynamic_context=dynamic_context,
+                                dtype=torch.float16 if fp16 else torch.float32)
+    shapes = {0: torch.export.Dim("batch", min=1, max=65536)}
+    if dyn:
+        shapes[1] = torch.export.Dim("context", min=1, max=65536)
+    out = module(x)
+    n_out = len(out) if isinstance(out, (tuple, list)) else 1
+    names = ["point", "quantiles"][:n_out]
+    prog = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset, input_names=["context"],
+                             output_names=names, dynamic_shapes=(shapes,), verbose=False, optimize=True)
+    return prog, names, dyn
+
+
+def _export_error(model, e: Exception) -> "ExportError":
+    return ExportError(f"torch.onnx.export failed for {model.family.name}: "
+                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
 def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, opset: int = 18,
                 atol: float = 1e-4, metadata: dict | None = None, check: bool = True,
                 graph: str = "optimized", dynamic_context: bool = True, fp16: bool = False) -> dict:
@@ -75,35 +99,32 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
     """
     import onnx
 
-    from .adapters import export_module
     from .graph import dedupe_initializers, set_metadata, strip_debug
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    module, dyn = export_module(model, context, horizon, graph=graph, dynamic_context=dynamic_context,
-                                dtype=torch.float16 if fp16 else torch.float32)
     x = _fresh_inputs(2, context, seed=0)
-    shapes = {0: torch.export.Dim("batch", min=1, max=65536)}
-    if dyn:
-        shapes[1] = torch.export.Dim("context", min=1, max=65536)
+    fallback = None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in ("torch.onnx", "torch.export", "onnxscript"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        with torch.no_grad():
-            out = module(x)
-        n_out = len(out) if isinstance(out, (tuple, list)) else 1
-        names = ["point", "quantiles"][:n_out]
         try:
-            prog = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset,
-                                     input_names=["context"], output_names=names,
-                                     dynamic_shapes=(shapes,), verbose=False, optimize=True)
-            prog.save(str(tmp))
+            prog, names, dyn = _trace(model, x, context, horizon, graph, dynamic_context, fp16, opset)
         except Exception as e:  # noqa: BLE001 - surface exporter failures as ExportError
-            tmp.unlink(missing_ok=True)
-            raise ExportError(f"torch.onnx.export failed for {model.family.name}: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            if not dynamic_context:
+                raise _export_error(model, e) from e
+            # some pruned shapes (dead modules inside a roll-out) defeat torch.export's
+            # symbolic context axis: such a graph is written with a fixed context instead
+            fallback = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            log.warning("ONNX export: a dynamic context failed (%s); writing a fixed context of %d",
+                        fallback, context)
+            try:
+                prog, names, dyn = _trace(model, x, context, horizon, graph, False, fp16, opset)
+            except Exception as e2:  # noqa: BLE001
+                raise _export_error(model, e2) from e2
+        prog.save(str(tmp))
     try:
         proto = onnx.load(str(tmp))
         stripped = strip_debug(proto)
@@ -121,7 +142,8 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp))
         result = {"path": str(path), "opset": opset, "outputs": names, "metadata": meta,
-                  "graph": graph, "dynamic_context": dyn, "nodes": len(proto.graph.node),
+                  "graph": graph, "dynamic_context": dyn, "dynamic_context_failed": fallback,
+                  "nodes": len(proto.graph.node),
                   "debug_bytes_stripped": stripped, "initializers_shared": shared}
         if check:
             try:

@@ -343,3 +343,9 @@ class TimesFm25Export(nn.Module):
             if done < self.horizon:
                 ctx = torch.cat([ctx, full[:, :, self.median]], dim=1)[:, -n_ctx:]
         return torch.cat(points, 1), torch.cat(quants, 1)
+
+
+def build(model: nn.Module, context: int, horizon: int, dynamic_context: bool,
+          dtype: torch.dtype) -> nn.Module:
+    """The optimized graph's module (named by the family's ExportSpec)."""
+    return TimesFm25Export(model, horizon, dynamic_context=dynamic_context, dtype=dtype)

@@ -1,7 +1,8 @@
 """The contract every model-family adapter fulfils.
 
 An adapter is one file per family (no imports between families). It declares:
-  * how to recognise the family in config.json (``model_types``, ``architectures``);
+  * its name, the key of its spec (tsprune.families.specs: how config.json names it, and
+    its export adapter);
   * how to build the model from a config and load a local checkpoint (safetensors only);
   * its structure: which Linears are masked and how they couple (tsprune.prune.structure);
   * its native training loss and its forecasting API;
@@ -31,10 +32,25 @@ class Forecast:
     levels: tuple[float, ...] = ()
 
 
+def rollout(step, context: torch.Tensor, horizon: int, grow) -> torch.Tensor:
+    """Autoregressive roll-out shared by the families that decode block by block.
+
+    step(ctx, remaining) -> block (B, n, ...): the next n >= 1 steps from context ``ctx``;
+    grow(ctx, block) -> the context of the next step (the full block is passed, even where
+    only its first ``remaining`` steps are kept). Returns the blocks concatenated and cut to
+    ``horizon``: (B, horizon, ...)."""
+    blocks, done, ctx = [], 0, context
+    while done < horizon:
+        block = step(ctx, horizon - done)
+        blocks.append(block[:, :horizon - done])
+        done += blocks[-1].shape[1]
+        if done < horizon:
+            ctx = grow(ctx, block)
+    return torch.cat(blocks, dim=1)
+
+
 class Family:
-    name: ClassVar[str] = ""
-    model_types: ClassVar[tuple[str, ...]] = ()
-    architectures: ClassVar[tuple[str, ...]] = ()
+    name: ClassVar[str] = ""                    # the key of its FamilySpec
     extra: ClassVar[str | None] = None          # pip extra holding the upstream package
     autoregressive: ClassVar[bool] = False      # one pruned model for all horizons
     prune_epochs: ClassVar[int] = 1             # default max pruning epochs (METHOD.md s.3)
@@ -44,14 +60,9 @@ class Family:
     default_lr: ClassVar[float] = 1e-5
     lr_grid: ClassVar[tuple[float, ...]] = (1e-4, 1e-5, 1e-6)
     optimizer: ClassVar[str] = "adam"           # "adam" (no weight decay) or "adamw"
+    pre_prunes: ClassVar[bool] = False          # has units decided before scoring (pre_prune)
 
-    # ---- recognition and loading ----------------------------------------------------
-    @classmethod
-    def matches(cls, config: dict) -> bool:
-        if config.get("model_type") in cls.model_types:
-            return True
-        return any(a in cls.architectures for a in (config.get("architectures") or []))
-
+    # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
         """A randomly initialised model from a config.json dict."""
         raise NotImplementedError
@@ -110,7 +121,8 @@ class Family:
         """Called before channel scoring with the calibration datasets (train, val). A family
         with extra pruning units (Time-MoE experts by routing frequency) decides them here,
         applies them to ``model`` in place and returns a JSON-able record that
-        ``apply_extra`` replays on a fresh copy; None when the family has none."""
+        ``apply_extra`` replays on a fresh copy; None when the family has none. A family
+        that overrides it sets ``pre_prunes = True`` (the engine copies the model then)."""
         return None
 
     def apply_extra(self, model: nn.Module, extra: dict) -> None:

@@ -225,8 +225,6 @@ def _sync_bias(model: nn.Module, stack: str) -> None:
 
 class ChronosBolt(Family):
     name = "chronos_bolt"
-    model_types = ()                 # "t5" alone does not identify Chronos-Bolt
-    architectures = (ARCH,)
     extra = "chronos"
     autoregressive = False           # one pruned model per horizon (METHOD.md s.6)
     prune_epochs = 1

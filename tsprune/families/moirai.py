@@ -4,7 +4,7 @@ Checkpoints: Salesforce/moirai-1.0-R-{small,base,large} as published by uni2ts 1
 ``PyTorchModelHubMixin``: config.json holds the constructor arguments (``d_model``,
 ``num_layers``, ``patch_sizes``, ``max_seq_len``, ``attn_dropout_p``, ``dropout_p``,
 ``scaling``, ``distr_output``) and no ``model_type``, so tsprune recognises the family by
-the keys ``patch_sizes`` + ``distr_output`` (families.register(keys=...)). This file
+the keys ``patch_sizes`` + ``distr_output`` (its FamilySpec.config_keys). This file
 re-implements the module with the same parameter names and shapes (uni2ts 1.2 / the
 ``timecopilot-uni2ts`` 0.1.3 copy of it, ``uni2ts/model/moirai/module.py``): the upstream
 package pins torch<2.5, and its copy that accepts newer torch imports lightning, gluonts
@@ -439,9 +439,6 @@ def _component_mean(name: str, a: dict) -> torch.Tensor:
 # ---- the family adapter -------------------------------------------------------------------
 class Moirai(Family):
     name = "moirai"
-    model_types = ("moirai",)
-    architectures = ("MoiraiModule",)
-    config_keys = ("patch_sizes", "distr_output")   # published config.json has no model_type
     autoregressive = False      # one pruned model per horizon (METHOD.md s.6)
     prune_epochs = 10
     finetune_epochs = 1
@@ -449,11 +446,8 @@ class Moirai(Family):
     ratio_grid = (0.05, 0.1, 0.15, 0.2)
     default_lr = 1e-5
     lr_grid = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+    pre_prunes = True  # chooses one patch size on validation
     patch_select_windows = 256  # validation windows used to choose the patch size
-
-    @classmethod
-    def matches(cls, config: dict) -> bool:
-        return super().matches(config) or all(k in config for k in cls.config_keys)
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:

@@ -33,7 +33,7 @@ from tsprune.hfutil import config_kwargs, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Export, Family, Forecast
+from .base import Constant, Export, Family, Forecast, rollout
 from .common import attention_group, block, ffn_group, last_window, resize_attention_module
 
 ARCH = "PatchTSTForPrediction"
@@ -111,8 +111,6 @@ def _check_supported(cfg) -> None:
 
 class PatchTST(Family):
     name = "patchtst"
-    model_types = ("patchtst",)
-    architectures = (ARCH,)
     extra = "patchtst"
     autoregressive = False
     prune_epochs = 1
@@ -194,15 +192,8 @@ class PatchTST(Family):
     def forecast(self, model, context: torch.Tensor, horizon: int) -> Forecast:
         ctx = context.float()
         n_ctx = ctx.shape[1]
-        parts, done = [], 0
-        while done < horizon:
-            y = self.predict(model, ctx)
-            step = min(y.shape[1], horizon - done)
-            parts.append(y[:, :step])
-            done += step
-            if done < horizon:
-                ctx = torch.cat([ctx, y], dim=1)[:, -n_ctx:]
-        return Forecast(torch.cat(parts, dim=1))
+        return Forecast(rollout(lambda c, _remaining: self.predict(model, c), ctx, horizon,
+                                lambda c, y: torch.cat([c, y], dim=1)[:, -n_ctx:]))
 
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         y = self.predict(model, context)

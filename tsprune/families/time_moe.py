@@ -59,7 +59,7 @@ from tsprune.nn import ACTIVATIONS, CausalRopeAttention, GatedMLP, RMSNorm, init
 from tsprune.prune.structure import AttentionGroup, BlockStructure, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Export, Family, Forecast
+from .base import Constant, Export, Family, Forecast, rollout
 from .common import attention_group, config_from_dict, ffn_group, mean_std, resize_attention_module
 
 @dataclass(frozen=True)
@@ -291,8 +291,6 @@ class TimeMoeForPrediction(nn.Module):
 # ---------------------------------------------------------------------------------------
 class TimeMoe(Family):
     name = "time_moe"
-    model_types = ("time_moe",)
-    architectures = ("TimeMoeForPrediction",)
     autoregressive = True
     prune_epochs = 10
     finetune_epochs = 1
@@ -300,6 +298,7 @@ class TimeMoe(Family):
     ratio_grid = (0.01, 0.02, 0.05, 0.1)
     default_lr = 1e-5
     lr_grid = (1e-4, 1e-5)
+    pre_prunes = True  # removes whole experts by routing frequency
     optimizer = "adamw"              # betas 0.9/0.95, weight decay 0.1 (tsprune.train.finetune)
     grad_clip = 1.0
     expert_threshold = 0.01          # METHOD.md s.3 grid: 0.1, 0.01, 0.001
@@ -462,13 +461,12 @@ class TimeMoe(Family):
         c = context.float()
         mu, sd = mean_std(c)
         seq = (c - mu) / sd
-        outs, done, cache = [], 0, {}
-        while done < horizon:  # with a KV cache, the same as rerunning the grown sequence
-            y = self._step(model, seq, horizon - done, dispatch, cache)
-            outs.append(y)
-            done += y.shape[1]
-            seq = y
-        return Forecast(torch.cat(outs, dim=1) * sd + mu)
+        cache: dict = {}
+        # with a KV cache the next input is the new steps alone: the same as rerunning the
+        # grown sequence
+        out = rollout(lambda s, remaining: self._step(model, s, remaining, dispatch, cache), seq, horizon,
+                      lambda _s, y: y)
+        return Forecast(out * sd + mu)
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
         return Export(self, model, horizon, dispatch="dense")

@@ -40,7 +40,7 @@ from tsprune.nn import ACTIVATIONS, CausalRopeAttention, GatedMLP, init_linears,
 from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Export, Family, Forecast
+from .base import Constant, Export, Family, Forecast, rollout
 from .common import attention_group, block, config_from_dict, ffn_group, mean_std, resize_attention_module
 
 ROPE_BASE = 10000.0
@@ -172,8 +172,6 @@ def _whole_patches(context: torch.Tensor, p: int) -> torch.Tensor:
 
 class TimerXL(Family):
     name = "timer_xl"
-    model_types = ("timer",)
-    architectures = ("TimerForPrediction",)
     autoregressive = True
     prune_epochs = 10
     finetune_epochs = 10             # with patience 1 (FinetuneConfig.patience)
@@ -251,14 +249,9 @@ class TimerXL(Family):
         c = _whole_patches(context.float(), p)
         mu, sd = mean_std(c)
         seq = (c - mu) / sd
-        outs, done = [], 0
-        while done < horizon:
-            y = self._step(model, seq, horizon - done)
-            outs.append(y)
-            done += y.shape[1]
-            if done < horizon:
-                seq = _whole_patches(torch.cat([seq, y], dim=1), p)
-        return Forecast(torch.cat(outs, dim=1) * sd + mu)
+        out = rollout(lambda s, remaining: self._step(model, s, remaining), seq, horizon,
+                      lambda s, y: _whole_patches(torch.cat([s, y], dim=1), p))
+        return Forecast(out * sd + mu)
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
         return Export(self, model, horizon)

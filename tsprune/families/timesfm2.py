@@ -41,7 +41,7 @@ from tsprune.hfutil import config_kwargs, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Export, Family, Forecast
+from .base import Constant, Export, Family, Forecast, rollout
 from .common import PatchedDecoderConfig, attention_group, block, ffn_group, pad_to_multiple
 
 try:
@@ -119,8 +119,6 @@ class DeadMLP(nn.Module):
 
 class TimesFm2(PatchedDecoderConfig, Family):
     name = "timesfm2"
-    model_types = ("timesfm",)
-    architectures = ("TimesFmModelForPrediction",)
     autoregressive = True
     prune_epochs = 1
     finetune_epochs = 1
@@ -198,14 +196,9 @@ class TimesFm2(PatchedDecoderConfig, Family):
         """(B, L) -> (B, horizon, 1 + Q), decoding ceil(horizon / horizon_length) steps."""
         n_max = int(model.config.context_length)
         ctx = context.float()[:, -n_max:]
-        outs, done = [], 0
-        while done < horizon:
-            full = self._decode(model, *self._prepare(model, ctx))
-            outs.append(full)
-            done += full.shape[1]
-            if done < horizon:  # append the mean forecast, keep the last context_length steps
-                ctx = torch.cat([ctx, full[..., 0]], dim=1)[:, -n_max:]
-        return torch.cat(outs, dim=1)[:, :horizon]
+        # append the mean forecast, keep the last context_length steps
+        return rollout(lambda c, _remaining: self._decode(model, *self._prepare(model, c)), ctx, horizon,
+                       lambda c, full: torch.cat([c, full[..., 0]], dim=1)[:, -n_max:])
 
     def forecast(self, model, context: torch.Tensor, horizon: int) -> Forecast:
         full = self._rollout(model, context, horizon)

@@ -29,7 +29,7 @@ from tsprune.hfutil import config_kwargs, from_pretrained_local
 from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
-from .base import Constant, Export, Family, Forecast
+from .base import Constant, Export, Family, Forecast, rollout
 from .common import (PatchedDecoderConfig, attention_group, block, ffn_group, pad_to_multiple,
                      resize_attention_module)
 
@@ -95,8 +95,6 @@ def _need_hf():
 
 class TimesFm25(PatchedDecoderConfig, Family):
     name = "timesfm2_5"
-    model_types = ("timesfm2_5",)
-    architectures = ("TimesFm2_5ModelForPrediction",)
     autoregressive = True
     prune_epochs = 1
     finetune_epochs = 1
@@ -167,21 +165,20 @@ class TimesFm25(PatchedDecoderConfig, Family):
         cfg = model.config
         ctx = context.float()
         n_ctx = ctx.shape[1]
-        points, quants = [], []
-        done = 0
-        while done < horizon:
-            full, mu, sigma = self._full_forecast(model, ctx)
+
+        def step(c, _remaining):  # (B, 128, 1 + Q) in the data's units
+            full, mu, sigma = self._full_forecast(model, c)
             full = model.model._revin(full, mu, sigma, reverse=True)
             if cfg.infer_is_positive:
                 pos = (context.amin(dim=1) >= 0)[:, None, None]
                 full = torch.where(pos, full.clamp_min(0.0), full)
-            step = min(full.shape[1], horizon - done)
-            points.append(full[:, :step, cfg.decode_index])
-            quants.append(full[:, :step, 1: len(cfg.quantiles) + 1])
-            done += step
-            if done < horizon:
-                ctx = torch.cat([ctx, full[:, :, cfg.decode_index]], dim=1)[:, -n_ctx:]
-        return Forecast(torch.cat(points, 1), torch.cat(quants, 1), tuple(cfg.quantiles))
+            return full
+
+        def grow(c, full):  # append the median forecast, keep the last n_ctx steps
+            return torch.cat([c, full[:, :, cfg.decode_index]], dim=1)[:, -n_ctx:]
+
+        out = rollout(step, ctx, horizon, grow)                                  # (B, H, 1 + Q)
+        return Forecast(out[..., cfg.decode_index], out[..., 1: len(cfg.quantiles) + 1], tuple(cfg.quantiles))
 
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         cfg = model.config

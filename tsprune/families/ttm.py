@@ -114,8 +114,6 @@ def _check_supported(cfg) -> None:
 
 class TTM(Family):
     name = "ttm"
-    model_types = ("tinytimemixer",)
-    architectures = ("TinyTimeMixerForPrediction",)
     extra = "ttm"
     autoregressive = False
     prune_epochs = 10             # validation-driven, patience 1 (METHOD.md s.3)

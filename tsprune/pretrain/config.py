@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsprune.errors import UserError, bad_arg
+from tsprune.errors import bad_arg
 
 #: Architectures, as ``TimesFm2_5Config`` overrides. ``nano`` is the shipped checkpoint.
 #: Common to all: patch 32, context 512, horizon 128, 9 quantiles, no bias, the

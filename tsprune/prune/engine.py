@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from tsprune.distributed import world
 from tsprune.errors import bad_arg
 from tsprune.progress import progress
 
@@ -95,7 +96,7 @@ class Importance:
         self.imp = {(p, s): torch.zeros(m.numel(), dtype=torch.float32, device=m.device)
                     for p, s, m in masks.units()}
         self.first = {k: True for k in self.imp}
-        self.distributed = _dist_world() > 1
+        self.distributed = world()[1] > 1
         self._pending: dict = {}
 
     def update_from_grad(self, key, gb: torch.Tensor) -> None:
@@ -160,18 +161,8 @@ def _device(module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _dist_world() -> int:
-    import torch.distributed as dist
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _dist_rank() -> int:
-    import torch.distributed as dist
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def _all_sum(*values: float) -> list[float]:
-    if _dist_world() == 1:
+    if world()[1] == 1:
         return list(values)
     import torch.distributed as dist
     t = torch.tensor(values, dtype=torch.float64)
@@ -195,10 +186,10 @@ def masked_loss(model, masks: MaskSet | None, dataset, batch_size: int = 256) ->
     model.module.eval()
     import contextlib
     ctx = attach(model.module, masks, "apply") if masks is not None else contextlib.nullcontext()
-    rank, world = _dist_rank(), _dist_world()
+    rank, n_proc = world()
     with torch.no_grad(), ctx:
         for i, (c, t) in enumerate(dataset.batches(batch_size)):
-            if i % world != rank:  # under torch.distributed each rank takes every world-th batch
+            if i % n_proc != rank:  # under torch.distributed each rank takes every n_proc-th batch
                 continue
             dev = _device(model.module)
             loss = model.family.loss(model.module, c.to(dev), t.to(dev))
@@ -278,8 +269,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     # family-specific units first (Time-MoE: experts by routing frequency on train+val);
     # they change the model, so scoring works on a copy and the plan records them
     extra = None
-    from tsprune.families.base import Family
-    if type(family).pre_prune is not Family.pre_prune:
+    if family.pre_prunes:
         probe = model.clone()
         extra = family.pre_prune(probe.module, [train, val], cfg)
         if extra:
@@ -311,7 +301,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     done_epochs, done_steps, finished = 0, 0, False
     t0 = time.time()
     imp = Importance(masks, cfg.ema)  # the EMA runs across steps and epochs
-    rank, world = _dist_rank(), _dist_world()
+    rank, n_proc = world()
     fingerprint = {"cfg": asdict(cfg), "n": n, "macro": macro, "extra": extra or {}}
     if checkpoint is not None:
         st = load_state(checkpoint)
@@ -350,7 +340,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                 loss_sum, seen = 0.0, 0
                 for s in range(0, ids.numel(), cfg.batch_size):
                     chunk = ids[s: s + cfg.batch_size]
-                    mine = chunk[rank::world]
+                    mine = chunk[rank::n_proc]
                     if mine.numel():
                         c, t = train.gather(mine)
                         # a batch mean over the global mini-batch: each rank's loss is scaled

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from tsprune.distributed import world
 from tsprune.errors import bad_arg
 from tsprune.progress import progress
 from tsprune.prune.engine import masked_loss
@@ -86,13 +87,6 @@ class _LossModule(nn.Module):
         return loss if aux is None else loss + aux
 
 
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _clone_state(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -107,7 +101,7 @@ class _Ckpt:
         return self.path is not None and time.time() - self.last >= self.every_s
 
     def save(self, tensors: dict, meta: dict) -> None:
-        if self.path is None or _world()[0] != 0:
+        if self.path is None or world()[0] != 0:
             return
         save_state(self.path, tensors, meta)
         self.last = time.time()
@@ -137,10 +131,10 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         val = val.subset(cfg.val_samples, seed=cfg.seed + 1)
     torch.manual_seed(cfg.seed)
     module = model.module
-    rank, world = _world()
+    rank, n_proc = world()
     ck = _Ckpt(checkpoint, checkpoint_every_s)
     fingerprint = json.loads(json.dumps({"cfg": asdict(cfg), "lrs": list(lrs), "epochs": epochs,
-                                         "n_train": len(train), "n_val": len(val), "world": world}))
+                                         "n_train": len(train), "n_val": len(val), "world": n_proc}))
     st = ck.load()
     if st is not None and st[1].get("fingerprint") != fingerprint:
         st = None
@@ -174,7 +168,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         p.requires_grad_(True)
     clip = cfg.grad_clip if cfg.grad_clip is not None else getattr(model.family, "grad_clip", None)
     step_module = _LossModule(model.family, module)
-    if world > 1:
+    if n_proc > 1:
         from torch.nn.parallel import DistributedDataParallel
         # some heads may be unused by the loss (e.g. an unused quantile head)
         step_module = DistributedDataParallel(step_module, find_unused_parameters=True)
@@ -198,12 +192,12 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                     bar.update(c.shape[0])
                     continue
                 # each rank takes its share of the batch; DDP averages gradients over ranks,
-                # so a share's mean loss is weighted by share * world / batch
-                cs, ts = (c[rank::world], t[rank::world]) if world > 1 else (c, t)
+                # so a share's mean loss is weighted by share * n_proc / batch
+                cs, ts = (c[rank::n_proc], t[rank::n_proc]) if n_proc > 1 else (c, t)
                 opt.zero_grad(set_to_none=True)
                 if cs.shape[0]:
                     loss = step_module(cs, ts)
-                    (loss * (cs.shape[0] * world / c.shape[0]) if world > 1 else loss).backward()
+                    (loss * (cs.shape[0] * n_proc / c.shape[0]) if n_proc > 1 else loss).backward()
                     lv = loss.detach().item() * cs.shape[0]
                 else:  # an empty share still joins DDP's gradient all-reduce
                     loss = step_module(c[:1], t[:1])
@@ -212,7 +206,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                 if clip:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
                 opt.step()
-                if world > 1:
+                if n_proc > 1:
                     import torch.distributed as dist
                     lt = torch.tensor([lv], dtype=torch.float64)
                     dist.all_reduce(lt)
