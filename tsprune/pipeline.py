@@ -6,6 +6,8 @@ fine-tuned model directory, an ONNX graph and a report, written atomically to --
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata as md
 import logging
 import platform
 import shutil
@@ -75,7 +77,7 @@ class RunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise bad_arg("--seed", self.seed, "an integer from 0 to 2**63 - 1")
         if "onnx" in self.export:
-            from tsprune.export.runtime import import_ort
+            from tsprune.export.runtime import import_ort  # lazy: onnxruntime is optional
             try:
                 import_ort()
             except ImportError as e:
@@ -93,7 +95,6 @@ def _metrics(d: dict) -> dict:
 
 
 def _with_lr_grid(ft_cfg, fam):
-    import dataclasses
     return ft_cfg if ft_cfg.lr is not None else dataclasses.replace(ft_cfg, lr=tuple(fam.lr_grid))
 
 
@@ -115,8 +116,7 @@ def _quantile_levels(model, dataset) -> tuple:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-    import onnx
+    import onnx  # lazy: only the report needs it (and the API must not load it for nothing)
     import transformers
     ort = "not installed"
     for dist in ("onnxruntime", "onnxruntime-gpu"):

@@ -10,13 +10,16 @@ kept and pruning stops when validation stops improving (patience).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.distributed as dist
 
+from tsprune import ops
 from tsprune.distributed import world
 from tsprune.errors import bad_arg
 from tsprune.progress import progress
@@ -101,7 +104,6 @@ class Importance:
 
     def update_from_grad(self, key, gb: torch.Tensor) -> None:
         """gb: per-sample gradients (B, d)."""
-        from tsprune import ops
         if self.distributed:
             scratch = torch.zeros_like(self.imp[key])
             ops.fused_importance_from_grad(gb, scratch, alpha=1.0, first=True)
@@ -112,7 +114,6 @@ class Importance:
 
     def update_from_acts(self, key, x: torch.Tensor, g: torch.Tensor) -> None:
         """x, g: (B, ..., d) activations and gradient at the masked point."""
-        from tsprune import ops
         if self.distributed:
             scratch = torch.zeros_like(self.imp[key])
             ops.fused_importance(x, g, scratch, alpha=1.0, first=True)
@@ -126,7 +127,6 @@ class Importance:
         a fixed order, one all-reduce) and apply the EMA."""
         if not self.distributed:
             return
-        import torch.distributed as dist
         keys = list(self.imp)
         flat = torch.cat([self._pending.get(k, torch.zeros_like(self.imp[k])) for k in keys])
         dist.all_reduce(flat)
@@ -164,7 +164,6 @@ def _device(module) -> torch.device:
 def _all_sum(*values: float) -> list[float]:
     if world()[1] == 1:
         return list(values)
-    import torch.distributed as dist
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return t.tolist()
@@ -184,7 +183,6 @@ def masked_loss(model, masks: MaskSet | None, dataset, batch_size: int = 256) ->
     total, n = 0.0, 0
     was = model.module.training
     model.module.eval()
-    import contextlib
     ctx = attach(model.module, masks, "apply") if masks is not None else contextlib.nullcontext()
     rank, n_proc = world()
     with torch.no_grad(), ctx:
