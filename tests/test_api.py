@@ -233,7 +233,9 @@ def test_cli_run_jsonl_log(cli_run):
     hist = report["prune"]["history"]
     assert [{k: v for k, v in r.items() if k not in ("t", "phase")} for r in recs if r["phase"] == "prune"] == hist
     assert len(steps) >= 1 and {"train_loss", "sparsity", "alive_channels"} <= set(steps[0])
-    assert len(epochs) == len({r["epoch"] for r in steps}) >= 1
+    # one validation per pruning epoch, after the dense model's (epoch 0, sparsity 0)
+    assert epochs[0]["epoch"] == 0 and epochs[0]["sparsity"] == 0.0
+    assert len(epochs) - 1 == len({r["epoch"] for r in steps}) >= 1
     assert [r["sparsity"] for r in steps] == sorted(r["sparsity"] for r in steps)
     assert ft and {"lr", "epoch", "train_loss", "val_loss"} <= set(ft[0])
     assert recs[-1]["phase"] == "summary" and recs[-1]["metrics"]["zero_shot"]["mse"] > 0

@@ -181,6 +181,9 @@ def _onnx_text(info: dict) -> str:
     lines = [f"{info['path']}: ONNX opset {','.join(map(str, info['opset']))}, "
              f"{info['params']:,} initializer values, {info['bytes'] / 1e6:.2f} MB"
              + (f", {meta['family']} (tsprune {meta.get('tsprune_version', '?')})" if "family" in meta else ""),
+             *([f"the model had {int(meta['model_params']):,} parameters: a graph holds only the "
+                f"weights its forecast reads (an unused head is dropped), plus constants"]
+               if meta.get("model_params", "").isdigit() else []),
              "inputs  " + ", ".join(f"{k} {v}" for k, v in info["inputs"].items()),
              "outputs " + ", ".join(f"{k} {v}" for k, v in info["outputs"].items()),
              "metadata " + ", ".join(f"{k}={v if len(v) <= 40 else v[:37] + '...'}" for k, v in meta.items()),

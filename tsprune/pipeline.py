@@ -426,10 +426,22 @@ def _report(j: Job, timings: dict) -> dict:
         "onnx": onnx_info,
         "timings": timings,
         "versions": _versions(),
-        "config": {"prune": asdict(cfg.prune), "finetune": asdict(cfg.finetune),
-                   "do_finetune": cfg.do_finetune, "compare_finetune": cfg.compare_finetune,
-                   "seed": cfg.seed},
+        "config": _effective_config(j, ft),
     }
+
+
+def _effective_config(j: Job, ft: dict | None) -> dict:
+    """The settings as they ran: the family's defaults filled in where a flag was left out."""
+    cfg, fam = j.cfg, j.model.family
+    prune = {**asdict(cfg.prune), "ratio": j.plan.config["ratio"], "max_epochs": j.plan.config["max_epochs"]}
+    finetune = asdict(j.ft_config())
+    finetune["epochs"] = cfg.finetune.epochs or fam.finetune_epochs
+    if ft is not None:
+        finetune["lr"] = [t["lr"] for t in ft["trials"]] or [ft["lr"]]
+    elif finetune["lr"] is None:
+        finetune["lr"] = [fam.default_lr]
+    return {"prune": prune, "finetune": finetune, "do_finetune": cfg.do_finetune,
+            "compare_finetune": cfg.compare_finetune, "seed": cfg.seed}
 
 
 __all__ = ["RunConfig", "run", "default_data_path", "UserError", "PHASES", "Job"]

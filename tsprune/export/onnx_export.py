@@ -132,7 +132,7 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
         meta = {"tsprune_version": __version__, "family": model.family.name,
                 "context": str(context), "horizon": str(horizon), "opset": str(opset),
                 "graph": graph, "dynamic_context": "true" if dyn else "false",
-                "precision": "fp16" if fp16 else "fp32"}
+                "precision": "fp16" if fp16 else "fp32", "model_params": str(model.num_params())}
         max_ctx = model.family.max_context(model.module)
         if dyn and max_ctx:
             meta["context_max"] = str(max_ctx)

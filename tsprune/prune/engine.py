@@ -323,6 +323,11 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                     "epoch": epoch_done, "step": step_done, "finished": finished})
 
     try:
+        if not history:  # the curve starts at the dense model (informative; not a candidate)
+            history.append({"epoch": 0, "val_loss": masked_loss(model, masks, val), "sparsity": 0.0,
+                            "alive_channels": masks.alive(), "time_s": round(time.time() - t0, 2)})
+            if log:
+                log(history[-1])
         for epoch in range(done_epochs, max_epochs):
             if finished:
                 break

@@ -211,10 +211,10 @@ def prune_section(r: dict) -> str:
     out.append(_img(charts.prune_curve(hist, pr.get("best_epoch")), "pruning curve"))
     ep = [h for h in hist if "val_loss" in h and "step" not in h]
     if ep:
-        vals = [h["val_loss"] for h in ep]
-        rows = [[str(h["epoch"]), (_num(h["val_loss"]), "best") if h["val_loss"] == min(vals)
-                 else _num(h["val_loss"]), f"{h['sparsity']:.1%}", _num(h.get("alive_channels"))]
-                for h in ep]
+        best = pr.get("best_epoch")
+        rows = [["0 (dense)" if h["epoch"] == 0 else str(h["epoch"]),
+                 (_num(h["val_loss"]), "best") if h["epoch"] == best else _num(h["val_loss"]),
+                 f"{h['sparsity']:.1%}", _num(h.get("alive_channels"))] for h in ep]
         out.append(_table(["epoch", "validation loss", "sparsity", "alive channels"], rows))
     return "".join(out)
 
