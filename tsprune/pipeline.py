@@ -79,6 +79,8 @@ class RunConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad_arg("--device", self.device, "auto, cpu or cuda")
         check_out(self.out)
+        from tsprune.safety import check_run
+        check_run(self)  # --out/--log-file never overlap an input
 
 
 def _metrics(d: dict) -> dict:
@@ -264,7 +266,7 @@ def _run(cfg: RunConfig, device=None) -> dict:
             from tsprune.distributed import world
             if world()[1] > 1:
                 ck = None  # checkpoints are for single-process --resume
-            test = data.windows("test", stride=1)  # TSLib: every test window
+            test = data.windows("test", stride=cfg.data.test_stride)  # TSLib: every window (1)
             horizons = [H]
             metrics: dict[str, dict | None] = {}
             if ph.get("zero_shot") is None:
@@ -378,6 +380,7 @@ def _run(cfg: RunConfig, device=None) -> dict:
                          "split": data.split_spec,
                          "freq": data.freq, "season": data.season, "context": L, "horizon": H,
                          "train_horizon": train_h, "missing": str(data.missing),
+                         "notes": list(data.notes), "test_stride": cfg.data.test_stride,
                          "windows": {"train": len(train), "val": len(val), "test": len(test)}},
                 "params": {"dense": plan.params_dense, "pruned": pruned.num_params()},
                 "sparsity": 1.0 - pruned.num_params() / plan.params_dense,
