@@ -61,11 +61,20 @@ def export_module(model, context: int, horizon: int, *, graph: str = "optimized"
 
     graph: "optimized" (the family's adapter when it has one) or "reference" (the
     family's own wrapper: a fixed context, float32 only)."""
+    from .sanitize import SafeContext
     adapter = get(model.family.name, graph)
     if dtype != torch.float32 and not (adapter and adapter.half):
         raise ValueError(f"dtype: {dtype} needs an export adapter with half precision; "
                          f"{model.family.name} ({graph} graph) has none")
-    if adapter is None:
-        return model.family.export_module(model.module, context, horizon).eval(), False
+    if adapter is None:  # every graph gets the serving contract of tsprune.export.sanitize
+        return SafeContext(model.family.export_module(model.module, context, horizon), context).eval(), False
     dyn = bool(dynamic_context and adapter.dynamic_context)
-    return adapter.build(model.module, context, horizon, dyn, dtype).eval(), dyn
+    inner = adapter.build(model.module, context, horizon, dyn, dtype)
+    return SafeContext(inner, 65536 if dyn else context).eval(), dyn
+
+
+def reference_module(model, context: int, horizon: int) -> nn.Module:
+    """The family's own forecasting code behind the same serving contract as the graph:
+    what parity is checked against."""
+    from .sanitize import SafeContext
+    return SafeContext(model.family.export_module(model.module, context, horizon), context).eval()

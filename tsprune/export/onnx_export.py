@@ -101,6 +101,8 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
             prog.save(str(tmp))
         except Exception as e:  # noqa: BLE001 - surface exporter failures as ExportError
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise  # a failed write (disk full...), not an export failure
             raise ExportError(f"torch.onnx.export failed for {model.family.name}: "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     try:
@@ -157,7 +159,8 @@ def check_parity(path, model, context: int, horizon: int, *, dynamic_context: bo
     worst: dict | None = None
     by_context = {}
     for L in parity_contexts(context, dynamic_context):
-        ref = model.family.export_module(model.module, L, horizon).eval()
+        from .adapters import reference_module
+        ref = reference_module(model, L, horizon)
         par = onnx_parity(path, ref, L, providers=providers)
         by_context[str(L)] = par["max_abs_err"]
         if worst is None or not par["max_abs_err"] <= worst["max_abs_err"]:
