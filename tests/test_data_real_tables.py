@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import cli, one_line_error, synthetic_frame
+from helpers import synthetic_frame
 from tsprune.data import DataConfig, prepare, prepare_frame
 from tsprune.errors import UserError
 
@@ -27,6 +27,8 @@ def test_separator_and_decimal_mark_are_detected(sep, decimal, tmp_path):
     path = _write(df, tmp_path / "t.csv", sep=sep, decimal=decimal)
     got = prepare(DataConfig(path, **CFG))
     assert got.columns == ("x0", "x1") and got.freq == "h"
+    if sep != ",":
+        assert got.notes[0].startswith(f"read with separator {sep!r}"), got.notes
     np.testing.assert_allclose(got.values, ref.values, rtol=1e-5, atol=1e-5)
 
 
@@ -71,7 +73,7 @@ def test_conflicting_duplicates_are_refused_naming_the_first(tmp_path):
     bad = df.iloc[10:11].copy()
     bad["x0"] += 1.0
     dup = pd.concat([df.iloc[:11], bad, df.iloc[11:]], ignore_index=True)
-    with pytest.raises(UserError, match=r"rows 10 and 11 share the timestamp 2020-01-01 10:00:00"):
+    with pytest.raises(UserError, match=r"conflicting duplicate timestamp 2020-01-01 10:00:00 at rows 10 and 11"):
         prepare_frame(dup, DataConfig(None, **CFG))
 
 
@@ -132,13 +134,16 @@ def test_non_finite_train_statistics_name_the_column():
         prepare_frame(df, DataConfig(None, **CFG))
 
 
-def test_context_shorter_than_the_season_names_context(tmp_path):
-    path = _write(synthetic_frame(n=400, channels=1), tmp_path / "t.csv")
-    line = one_line_error(cli("eval", "--model", "nano", "--data", path, "--context", 1, "--horizon", 8,
-                              "--split", "0.7,0.1,0.2"), "--context", "got 1")
-    assert "season: got" not in line
-    one_line_error(cli("eval", "--model", "nano", "--data", path, "--context", 4, "--season", 6,
-                       "--horizon", 8, "--split", "0.7,0.1,0.2"), "--season", "got 6")
+def test_context_shorter_than_the_season():
+    """The default season longer than --context: naive repeats the last value, with a note
+    (no error naming a season the user never typed); an explicit --season is refused
+    naming --season."""
+    df = synthetic_frame(n=400, channels=1)
+    got = prepare_frame(df, DataConfig(None, split="0.7,0.1,0.2", context=1, horizon=8))
+    assert got.season is None
+    assert any("longer than --context 1" in n for n in got.notes), got.notes
+    with pytest.raises(UserError, match=r"--season: got 6; expected at most --context \(4\)"):
+        prepare_frame(df, DataConfig(None, split="0.7,0.1,0.2", context=4, horizon=8, season=6))
 
 
 def test_test_stride_takes_every_nth_window_and_says_so():

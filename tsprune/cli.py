@@ -1,7 +1,8 @@
 """The `tsprune` command line: a thin layer over the Python API.
 
 Subcommands: prune (the whole job), eval, export, inspect, pretrain.
-User errors print one line and exit with code 2; Ctrl-C exits 130.
+User errors print one line and exit with code 2; a failed write (disk full, permission
+denied: any OSError) prints one line and exits with code 1 (tsprune.safety); Ctrl-C exits 130.
 """
 from __future__ import annotations
 

@@ -298,4 +298,4 @@ def describe_write_error(e: OSError) -> str:
     what = e.strerror or str(e) or type(e).__name__
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""
     code = f", errno {e.errno}" if e.errno else ""
-    return f"I/O error while writing: {what}{code}{where}"
+    return f"I/O error: {what}{code}{where}"

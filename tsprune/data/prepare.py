@@ -194,8 +194,9 @@ def prepare_frame(df: pd.DataFrame, cfg: DataConfig) -> Prepared:
     if season is not None and season > cfg.context:
         if cfg.season is not None:
             raise bad_arg("--season", cfg.season, f"at most --context ({cfg.context})")
-        raise bad_arg("--context", cfg.context, f"at least one season of the {freq} data ({season} "
-                      "rows, for the seasonal-naive baseline), or a smaller --season")
+        notes.append(f"the {freq} data's season ({season} rows) is longer than --context "
+                     f"{cfg.context}: the seasonal-naive baseline repeats the last value")
+        season = None
     out = Prepared(cfg, normed, tuple(targets), mean, std, freq, split, report, season, index,
                    spec_s, tuple(notes))
     for name in SPLITS:  # fail now, not at the first use, when no window fits

@@ -45,6 +45,9 @@ def _read(path: Path, kind: str) -> pd.DataFrame:
             df = pd.read_csv(path, **opts)  # .gz decompressed by suffix
             if not opts:
                 check_parse(df, path)
+            elif opts != {"sep": ","}:
+                df.attrs["notes"] = [f"read with separator {opts['sep']!r}"
+                                     + (" and decimal comma" if opts.get("decimal") == "," else "")]
             return df
         return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
@@ -216,9 +219,9 @@ def drop_exact_duplicates(df: pd.DataFrame, stamps: pd.DatetimeIndex, name) -> t
     if conflict.any():
         i = int(np.flatnonzero(conflict)[0])
         j = int(np.flatnonzero(stamps == stamps[i])[0])
-        raise UserError(f"date column {name!r}: rows {j} and {i} share the timestamp {stamps[i]} "
-                        f"with different values ({int(conflict.sum())} such row(s)); keep one row "
-                        "per timestamp")
+        raise UserError(f"date column {name!r}: conflicting duplicate timestamp {stamps[i]} at rows "
+                        f"{j} and {i} (different values; {int(conflict.sum())} such row(s)); keep "
+                        "one row per timestamp")
     n = int(dup.sum())
     notes = list(df.attrs.get("notes", []))
     keep = ~np.asarray(dup)
