@@ -172,7 +172,8 @@ def test_window_longer_than_split_or_model(data, args, needles, tiny_dir, data_d
 def test_missing_data_file(tiny_dir, tmp_path):
     out = tmp_path / "X"
     one_line_error(_prune(tiny_dir, tmp_path / "nope.csv", out), "--data", "nope.csv")
-    one_line_error(_prune(tiny_dir, tmp_path, out), "path")  # a directory
+    (tmp_path / "d").mkdir()
+    one_line_error(_prune(tiny_dir, tmp_path / "d", out), "path")  # a directory
     assert_nothing_left(out)
 
 

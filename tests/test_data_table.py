@@ -93,8 +93,12 @@ def test_unsorted_and_duplicate_timestamps():
     swapped = df.iloc[[0, 1, 3, 2, 4]]
     with pytest.raises(UserError, match="not sorted.*row 3"):
         set_date_index(swapped)
-    dup = pd.concat([df.iloc[:3], df.iloc[2:5]])
-    with pytest.raises(UserError, match="1 duplicate timestamp"):
+    dup = pd.concat([df.iloc[:3], df.iloc[2:5]])  # row 2 repeated exactly: dropped, counted
+    out = set_date_index(dup)
+    assert len(out) == 5 and out.attrs["notes"] == [
+        "dropped 1 exact duplicate row(s) (same timestamp, same values)"]
+    dup.iloc[3, 1] += 1.0  # the same timestamp with another value: refused, rows named
+    with pytest.raises(UserError, match="conflicting duplicate timestamp .* at rows 2 and 3"):
         set_date_index(dup)
 
 

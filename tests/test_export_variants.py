@@ -131,7 +131,8 @@ def test_triton_repository(fp32, tmp_path):
     r = write_repo(base, repo, "tiny", sidecar=sidecar_path(base), max_batch_size=32, instances=2, device="cpu")
     assert r["validated"].startswith("parsed")
     assert (repo / "other").is_dir()
-    assert sorted(p.name for p in (repo / "tiny").iterdir()) == ["1", "config.pbtxt", "model.onnx.json"]
+    assert sorted(p.name for p in (repo / "tiny").iterdir()) == [  # the marker: tsprune wrote it
+        ".tsprune-output", "1", "config.pbtxt", "model.onnx.json"]
     assert (repo / "tiny" / "1" / "model.onnx").read_bytes() == base.read_bytes()
     cfg = parse_config((repo / "tiny" / "config.pbtxt").read_text())
     assert cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 32

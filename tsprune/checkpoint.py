@@ -20,14 +20,30 @@ MANIFEST = "tsprune.json"
 PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 
 
+def _allowed_roots(root: Path) -> list[Path]:
+    """Where a model directory's weights may really be, symlinks followed: the directory,
+    and for a Hugging Face cache snapshot (.../models--ORG--NAME/snapshots/REV) that repo's
+    cache folder, whose blobs/ the snapshot's files link to."""
+    root_r = root.resolve()
+    roots = [root_r]
+    if root_r.parent.name == "snapshots" and root_r.parent.parent.name.startswith("models--"):
+        roots.append(root_r.parent.parent)
+    return roots
+
+
 def inside(root: Path, name: str, what: str) -> Path:
-    """root/name, refusing absolute paths and anything that escapes root."""
+    """root/name, refusing absolute paths and anything that escapes root.
+
+    One rule for every weights file, named directly (model.safetensors) or by the index:
+    the name must be a relative path inside the directory, and the file it reaches,
+    symlinks followed, must lie inside the directory too (or in the blobs of the Hugging
+    Face cache repo that the directory is a snapshot of)."""
     if not isinstance(name, str) or not name or os.path.isabs(name):
         raise UserError(f"{what}: got {name!r}; expected a file name inside {root}")
-    root_r = root.resolve()
     p = (root / name).resolve()
-    if root_r not in p.parents:  # root itself is not a file inside it either
-        raise UserError(f"{what}: {name!r} is not a file inside the model directory {root}")
+    if not any(r in p.parents for r in _allowed_roots(root)):  # root itself is no file inside it
+        raise UserError(f"{what}: {name!r} is not a file inside the model directory {root}"
+                        + (f" (it links to {p})" if (root / name).is_symlink() else ""))
     return p
 
 
@@ -38,6 +54,10 @@ def read_json(path: Path, what: str) -> dict:
         raise UserError(f"{what}: {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{what}: {path} is not valid JSON ({e.__class__.__name__}: {e})") from None
+    except RecursionError:
+        raise UserError(f"{what}: {path} is nested too deeply to be a model file") from None
+    except OSError as e:
+        raise UserError(f"{what}: cannot read {path} ({e.strerror or e})") from None
     if not isinstance(data, dict):
         raise UserError(f"{what}: {path} must hold a JSON object")
     return data
@@ -68,7 +88,8 @@ def weight_files(model_dir: str | os.PathLike) -> list[Path]:
     """The safetensors files of a directory (single file or sharded index), each checked to
     stay inside the directory; UserError for pickle-only or missing weights."""
     d = Path(model_dir)
-    if (d / WEIGHTS).exists():
+    if (d / WEIGHTS).exists() or (d / WEIGHTS).is_symlink():
+        inside(d, WEIGHTS, "weights")  # the same rule as for the index's files
         return [d / WEIGHTS]
     if (d / INDEX).exists():
         index = read_json(d / INDEX, "weights index")

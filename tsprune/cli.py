@@ -1,7 +1,8 @@
 """The `tsprune` command line: a thin layer over the Python API.
 
 Subcommands: prune (the whole job), eval, export, inspect, pretrain.
-User errors print one line and exit with code 2; Ctrl-C exits 130.
+User errors print one line and exit with code 2; a failed write (disk full, permission
+denied: any OSError) prints one line and exits with code 1 (tsprune.safety); Ctrl-C exits 130.
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def _add_data_args(p, *, horizon_default=96):
     p.add_argument("--horizon", type=int, default=horizon_default, help=f"forecast horizon (default: {horizon_default})")
     p.add_argument("--stride", type=int, default=1, help="window stride (default: 1)")
     p.add_argument("--season", type=int, help="seasonal period for seasonal naive (default: from the frequency)")
+    p.add_argument("--test-stride", type=int, default=1,
+                   help="evaluate every N-th test window, for quick runs (default: 1, every window: "
+                        "the protocol; the report says when it was not)")
 
 
 def _data_config(a):
@@ -73,7 +77,8 @@ def _data_config(a):
     elif not os.path.exists(path):
         raise UserError(f"--data: {path!r} does not exist")
     return DataConfig(path=path, target=tuple(a.target) if a.target else None, date_col=a.date_col,
-                      split=split, context=a.context, horizon=a.horizon, stride=a.stride, season=a.season)
+                      split=split, context=a.context, horizon=a.horizon, stride=a.stride, season=a.season,
+                      test_stride=getattr(a, "test_stride", 1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,12 +219,16 @@ def _cmd_eval(a) -> int:
     from tsprune.model import load
     data = prepare(_data_config(a))
     model = load(a.model)
-    res = evaluate(model, data.windows("test"), [a.horizon], desc="evaluate")
+    test = data.windows("test", stride=a.test_stride if a.test_stride > 1 else None)
+    res = evaluate(model, test, [a.horizon], desc="evaluate")
+    res["notes"] = list(data.notes)
     res["by_horizon"] = {str(k): v for k, v in res.get("by_horizon", {}).items()}
     if a.json:
         print(json.dumps(res, indent=1))
     else:
         print(f"test MSE {res['mse']:.4f}  MAE {res['mae']:.4f}  ({res['windows']} windows, horizon {a.horizon})")
+        for n in data.notes:
+            print(f"note: {n}")
     return 0
 
 
@@ -264,7 +273,7 @@ def _cmd_export(a) -> int:
             raise bad_arg(name, value, f"a positive integer (at most {MAX_LENGTH})")
     cfg = variant_config(a)  # bad --precision/--quantize combinations fail before any work
     if a.format == "onnx":
-        check_out(os.path.dirname(os.path.abspath(a.out)) or ".")
+        check_out(os.path.dirname(os.path.abspath(a.out)) or ".", replace=False)
         _check_writable_file(a.out, "--out")
     else:
         check_out(a.out)
@@ -296,6 +305,8 @@ def _cmd_reproduce(a) -> int:
         lrs=a.lr, ft_train_samples=a.ft_train_samples,
         baselines=tuple(b for b in a.baselines.split(",") if b), seed=a.seed, force=a.force,
         phases=tuple(p for p in a.phases.split(",") if p) if a.phases else None)
+    from tsprune.safety import claim_dir
+    claim_dir(a.out, "reproduce")
     out = run(cfg, log=lambda m: print(m, flush=True))
     if len(out["results"]) == len(cfg.datasets):
         print(f"wrote {a.out}/accuracy.md")
@@ -305,6 +316,8 @@ def _cmd_reproduce(a) -> int:
 def _cmd_pretrain(a) -> int:
     from tsprune.pretrain import from_args, run
     cfg, out, resume = from_args(a)
+    from tsprune.safety import claim_dir
+    claim_dir(out, "pretrain")
     run(cfg, out, resume=resume, progress=not a.quiet)
     return 0
 
@@ -315,6 +328,8 @@ def main(argv=None) -> int:
         a = build_parser().parse_args(argv)
         a.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for the report
         set_quiet(getattr(a, "quiet", False))
+        from tsprune.safety import check_command  # lazy: keeps --help fast
+        check_command(a)  # outputs never overlap inputs nor replace what tsprune did not write
         logging.getLogger("tsprune").propagate = False
         with log_to_file(getattr(a, "log_file", None)), log_to_stderr(getattr(a, "verbose", False)):
             return {"prune": _cmd_prune, "eval": _cmd_eval, "export": _cmd_export,
@@ -334,6 +349,13 @@ def main(argv=None) -> int:
             raise
         print(f"tsprune: error: export failed: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+    except Exception as e:  # noqa: BLE001 - a failed write (disk full...) is one line, exit 1
+        from tsprune.safety import EXIT_WRITE, as_os_error, describe_write_error
+        failed = as_os_error(e)
+        if failed is None:
+            raise
+        print(f"tsprune: error: {describe_write_error(failed)}", file=sys.stderr)
+        return EXIT_WRITE
     except KeyboardInterrupt:
         hint = " (rerun with --resume to continue from the last checkpoint)" if \
             getattr(locals().get("a"), "cmd", None) == "prune" else ""

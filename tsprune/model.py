@@ -231,6 +231,8 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
         p = b
     config = read_config(p)
     detect(config)
+    from tsprune.sizecheck import check_fits
+    check_fits(config, p / "config.json")  # before anything is built
     return p, config
 
 

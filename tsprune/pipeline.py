@@ -85,6 +85,8 @@ class RunConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad_arg("--device", self.device, "auto, cpu or cuda")
         check_out(self.out)
+        from tsprune.safety import check_run
+        check_run(self)  # --out/--log-file never overlap an input
 
 
 def _metrics(d: dict) -> dict:
@@ -207,7 +209,7 @@ def _load(j: Job) -> None:
     j.model.check_context(j.cfg.data.context)
     j.data = prepare(j.cfg.data)
     j.train_h, j.train, j.val = _windows(j.cfg, j.model, j.data)
-    j.test = j.data.windows("test", stride=1)  # TSLib: every test window
+    j.test = j.data.windows("test", stride=j.cfg.data.test_stride)  # TSLib: every window (1)
 
 
 def _zero_shot(j: Job) -> dict:
@@ -412,6 +414,7 @@ def _report(j: Job, timings: dict) -> dict:
                  "split": data.split_spec,
                  "freq": data.freq, "season": data.season, "context": cfg.data.context,
                  "horizon": cfg.data.horizon, "train_horizon": j.train_h, "missing": str(data.missing),
+                 "notes": list(data.notes), "test_stride": cfg.data.test_stride,
                  "windows": {"train": len(j.train), "val": len(j.val), "test": len(j.test)}},
         "params": {"dense": plan.params_dense, "pruned": pruned.num_params()},
         "sparsity": 1.0 - pruned.num_params() / plan.params_dense,

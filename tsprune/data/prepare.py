@@ -54,6 +54,7 @@ class DataConfig:
     horizon: int = 96
     stride: int = 1
     season: int | None = None
+    test_stride: int = 1  # evaluation: every test_stride-th test window (1: every one, the protocol)
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -79,6 +80,7 @@ class DataConfig:
         parse_split(self.split)
         for name in ("context", "horizon", "stride"):
             put(name, _positive_int(name, getattr(self, name)))
+        put("test_stride", _positive_int("--test-stride", self.test_stride))
         put("season", _positive_int("season", self.season, allow_none=True))
 
 
@@ -104,6 +106,7 @@ class Prepared:
     season: int | None
     index: pd.DatetimeIndex | None = None
     split_spec: str = ""  # the split actually used ("ett" or "a,b,c"), "auto" resolved
+    notes: tuple[str, ...] = ()  # what reading the table did beyond the plain parse
     series: torch.Tensor = field(init=False, repr=False)  # (C, N) float32, shared by windows
 
     def __post_init__(self):
@@ -148,7 +151,7 @@ class Prepared:
             f"split rows train {tr} / val {va - tr} / test {te - va} (unused after row {te}: "
             f"{len(self.values) - te})",
             f"missing values: {self.missing}",
-        ])
+        ] + [f"note: {n}" for n in self.notes])
 
 
 def prepare_frame(df: pd.DataFrame, cfg: DataConfig) -> Prepared:
@@ -158,7 +161,8 @@ def prepare_frame(df: pd.DataFrame, cfg: DataConfig) -> Prepared:
         raise UserError(f"data: the table has {len(df)} row(s); a split needs many more")
     index = df.index if isinstance(df.index, pd.DatetimeIndex) else None
     freq = infer_freq(index)
-    targets = select_targets(df, cfg.target)
+    notes = list(df.attrs.get("notes", []))
+    targets = select_targets(df, cfg.target, notes)
     values, report = fill_missing(df, targets, freq)
     spec = resolve_split(len(values), cfg.split, freq)
     split = split_rows(len(values), spec, freq)
@@ -170,11 +174,31 @@ def prepare_frame(df: pd.DataFrame, cfg: DataConfig) -> Prepared:
             f"data: column(s) {flat} are constant in the train split (zero variance, "
             "cannot be z-scored); choose other targets"
         )
-    mean, std = train.mean(axis=0), train.std(axis=0)  # ddof=0 as sklearn's StandardScaler
-    normed = ((values - mean) / std).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = train.mean(axis=0), train.std(axis=0)  # ddof=0 as sklearn's StandardScaler
+        normed = ((values - mean) / std).astype(np.float32)
+    for i, name in enumerate(targets):
+        if not (np.isfinite(mean[i]) and np.isfinite(std[i]) and std[i] > 0):
+            raise UserError(f"data: column {name!r} has train statistics that are not finite "
+                            f"(mean {mean[i]:.3g}, std {std[i]:.3g}; values up to "
+                            f"{np.nanmax(np.abs(train[:, i])):.3g}); rescale the column")
+        if not np.isfinite(normed[:, i]).all():
+            row = int(np.flatnonzero(~np.isfinite(normed[:, i]))[0])
+            raise UserError(f"data: column {name!r}: value {values[row, i]:.3g} at row {row} is "
+                            f"outside float32 once z-scored (train std {std[i]:.3g}); rescale or "
+                            "clean the column")
+    if cfg.test_stride > 1:
+        notes.append(f"test windows: every {cfg.test_stride}th (--test-stride {cfg.test_stride}), "
+                     "not every window as the protocol asks: a quick evaluation only")
     season = cfg.season if cfg.season is not None else default_season(freq)
+    if season is not None and season > cfg.context:
+        if cfg.season is not None:
+            raise bad_arg("--season", cfg.season, f"at most --context ({cfg.context})")
+        notes.append(f"the {freq} data's season ({season} rows) is longer than --context "
+                     f"{cfg.context}: the seasonal-naive baseline repeats the last value")
+        season = None
     out = Prepared(cfg, normed, tuple(targets), mean, std, freq, split, report, season, index,
-                   spec_s)
+                   spec_s, tuple(notes))
     for name in SPLITS:  # fail now, not at the first use, when no window fits
         out.windows(name)
     return out

@@ -40,7 +40,15 @@ def _read(path: Path, kind: str) -> pd.DataFrame:
         raise UserError(f"path: {str(path)!r} is empty (0 bytes)")
     try:
         if kind == "csv":
-            return pd.read_csv(path)  # .gz decompressed by suffix
+            from tsprune.data.sniff import check_parse, csv_format
+            opts = csv_format(path)  # separator and decimal mark (";" and "1,5" too)
+            df = pd.read_csv(path, **opts)  # .gz decompressed by suffix
+            if not opts:
+                check_parse(df, path)
+            elif opts != {"sep": ","}:
+                df.attrs["notes"] = [f"read with separator {opts['sep']!r}"
+                                     + (" and decimal comma" if opts.get("decimal") == "," else "")]
+            return df
         return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise UserError(f"path: {str(path)!r} has no columns (an empty CSV)") from None
@@ -136,6 +144,8 @@ def set_date_index(df: pd.DataFrame, *, date_col: str | None = None) -> pd.DataF
             raise bad_arg("date_col", date_col, f"one of the columns {list(df.columns)}")
         name = date_col if date_col is not None else _detect_date_col(df)
         if name is None:
+            df, name = assemble_calendar(df)
+        if name is None:
             df = df.reset_index(drop=True)
             df.attrs.update(freq=None, date_col=None)
             return df
@@ -149,11 +159,75 @@ def set_date_index(df: pd.DataFrame, *, date_col: str | None = None) -> pd.DataF
                 f"(first: {raw.iloc[row]!r} at row {row})"
             )
         stamps = pd.DatetimeIndex(parsed, name=name)
+        notes = list(df.attrs.get("notes", []))
         df = df.drop(columns=[name])
         df.index = stamps
+        df.attrs["notes"] = notes
+    df, stamps = drop_exact_duplicates(df, stamps, name)
     check_timestamps(stamps, name)
     df.attrs.update(freq=infer_freq(stamps), date_col=name)
     return df
+
+
+CALENDAR_PARTS = ("year", "month", "day", "hour", "minute", "second")
+# columns that say when, not what: never forecast unless named with --target
+CALENDAR_NAMES = CALENDAR_PARTS + ("weekday", "dayofweek", "day_of_week", "dow", "week",
+                                   "weekofyear", "dayofyear", "day_of_year", "quarter")
+INDEX_NAMES = ("no", "no.", "index", "idx", "id", "row", "rowid", "row_id", "")
+
+
+def assemble_calendar(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """A table without a date column whose time is spread over year, month, day (and
+    hour, minute, second) columns: those become one timestamp column "timestamp" (the
+    parts are dropped; a note in df.attrs["notes"] says so). Else (df, None)."""
+    lower = {str(c).strip().lower(): c for c in df.columns}
+    if not all(k in lower for k in ("year", "month", "day")):
+        return df, None
+    parts = [k for k in CALENDAR_PARTS if k in lower]
+    cols = [lower[k] for k in parts]
+    frame = pd.DataFrame({k: pd.to_numeric(df[lower[k]], errors="coerce") for k in parts})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            stamps = pd.to_datetime(frame, errors="coerce")
+        except (ValueError, TypeError, OverflowError):
+            stamps = pd.Series(pd.NaT, index=df.index)
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise UserError(f"date columns {cols}: row {row} ({', '.join(f'{c}={df[c].iloc[row]}' for c in cols)}) "
+                        "is not a valid date; fix it or name the date column with --date-col")
+    name = "timestamp" if "timestamp" not in df.columns else "timestamp_"
+    out = df.drop(columns=cols)
+    out.insert(0, name, stamps.to_numpy())
+    out.attrs["notes"] = list(df.attrs.get("notes", [])) + [
+        f"timestamp assembled from the columns {', '.join(map(str, cols))}"]
+    return out, name
+
+
+def drop_exact_duplicates(df: pd.DataFrame, stamps: pd.DatetimeIndex, name) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
+    """Drop rows that repeat an earlier row exactly (same timestamp, same values) and note
+    how many; rows that share a timestamp with other values are refused (the first pair
+    named): which one is right cannot be guessed."""
+    dup = stamps.duplicated(keep="first")
+    if not dup.any():
+        return df, stamps
+    flat = df.reset_index(drop=True)
+    flat.insert(0, "__stamp__", stamps.asi8)
+    same = flat.duplicated(keep="first").to_numpy()
+    conflict = dup & ~same
+    if conflict.any():
+        i = int(np.flatnonzero(conflict)[0])
+        j = int(np.flatnonzero(stamps == stamps[i])[0])
+        raise UserError(f"date column {name!r}: conflicting duplicate timestamp {stamps[i]} at rows "
+                        f"{j} and {i} (different values; {int(conflict.sum())} such row(s)); keep "
+                        "one row per timestamp")
+    n = int(dup.sum())
+    notes = list(df.attrs.get("notes", []))
+    keep = ~np.asarray(dup)
+    df = df.iloc[keep]
+    df.attrs["notes"] = notes + [f"dropped {n} exact duplicate row(s) (same timestamp, same values)"]
+    return df, stamps[keep]
 
 
 def check_timestamps(stamps: pd.DatetimeIndex, name=None) -> None:
@@ -238,7 +312,27 @@ def _not_numeric(name: str, col: pd.Series, first: int | None, arg: str) -> User
     return UserError(f"{arg}: column {name!r} is not numeric{where}; numeric columns are required")
 
 
-def select_targets(df: pd.DataFrame, targets=None) -> list[str]:
+def _is_row_counter(num: pd.Series) -> bool:
+    """Integers that step by exactly +1 from row to row: a row number, not a series."""
+    v = num.to_numpy()
+    if len(v) < 3 or not np.isfinite(v).all() or (v != np.round(v)).any():
+        return False
+    return bool((np.diff(v) == 1).all())
+
+
+def _not_a_target(name: str, num: pd.Series) -> str | None:
+    """Why a numeric column is left out of the default targets (None: it is a target)."""
+    low = name.strip().lower()
+    if low in INDEX_NAMES or low.startswith("unnamed:"):
+        return "an index column"
+    if low in CALENDAR_NAMES:
+        return "a calendar column"
+    if _is_row_counter(num):
+        return "a row counter (steps of exactly 1)"
+    return None
+
+
+def select_targets(df: pd.DataFrame, targets=None, notes: list | None = None) -> list[str]:
     """Names of the columns to forecast.
 
     targets=None: every numeric column (bool excluded). A text column whose
@@ -261,16 +355,31 @@ def select_targets(df: pd.DataFrame, targets=None) -> list[str]:
             if num is None or n_failed:
                 raise _not_numeric(name, df[name], first, "target")
         return targets
-    chosen = []
+    chosen, skipped, text = [], [], []
     for name in columns:
         col = df[name]
         num, n_failed, first = _as_numeric(col)
         if num is None:
+            text.append(name)
             continue
         if n_failed == 0:
-            chosen.append(name)
+            why = _not_a_target(name, num)
+            if why:
+                skipped.append(f"{name!r} ({why})")
+            else:
+                chosen.append(name)
         elif n_failed * 2 < int(col.notna().sum()):  # mostly numbers: a corrupt numeric column
             raise _not_numeric(name, col, first, "data")
+        else:
+            text.append(name)
+    if notes is not None:
+        if text:
+            notes.append(f"dropped text column(s) {', '.join(map(repr, text))}: not numeric")
+        if skipped and chosen:
+            notes.append(f"not forecast: {', '.join(skipped)}; name them with --target to forecast them")
+    if not chosen and skipped:
+        raise UserError(f"data: no numeric columns to forecast among {columns} (left out: "
+                        f"{', '.join(skipped)}); name the targets with --target")
     if not chosen:
         raise UserError(f"data: no numeric columns to forecast among {columns}")
     return chosen

@@ -15,6 +15,8 @@ from torch import nn
 
 from tsprune.families import ExportSpec, spec
 
+from .sanitize import SafeContext
+
 GRAPHS = ("optimized", "reference")
 
 
@@ -40,7 +42,14 @@ def export_module(model, context: int, horizon: int, *, graph: str = "optimized"
     if dtype != torch.float32 and not (export and export.half):
         raise ValueError(f"dtype: {dtype} needs an export adapter with half precision; "
                          f"{model.family.name} ({graph} graph) has none")
-    if export is None:
-        return model.family.export_module(model.module, context, horizon).eval(), False
+    if export is None:  # every graph gets the serving contract of tsprune.export.sanitize
+        return SafeContext(model.family.export_module(model.module, context, horizon), context).eval(), False
     dyn = bool(dynamic_context and export.dynamic_context)
-    return _builder(export)(model.module, context, horizon, dyn, dtype).eval(), dyn
+    inner = _builder(export)(model.module, context, horizon, dyn, dtype)
+    return SafeContext(inner, 65536 if dyn else context).eval(), dyn
+
+
+def reference_module(model, context: int, horizon: int) -> nn.Module:
+    """The family's own forecasting code behind the same serving contract as the graph:
+    what parity is checked against."""
+    return SafeContext(model.family.export_module(model.module, context, horizon), context).eval()

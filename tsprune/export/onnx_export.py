@@ -113,6 +113,8 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
         try:
             prog, names, dyn = _trace(model, x, context, horizon, graph, dynamic_context, fp16, opset)
         except Exception as e:  # noqa: BLE001 - surface exporter failures as ExportError
+            if isinstance(e, OSError):
+                raise  # a failed write (disk full...), not an export failure
             if not dynamic_context:
                 raise _export_error(model, e) from e
             # some pruned shapes (dead modules inside a roll-out) defeat torch.export's
@@ -123,8 +125,14 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
             try:
                 prog, names, dyn = _trace(model, x, context, horizon, graph, False, fp16, opset)
             except Exception as e2:  # noqa: BLE001
+                if isinstance(e2, OSError):
+                    raise
                 raise _export_error(model, e2) from e2
-        prog.save(str(tmp))
+        try:
+            prog.save(str(tmp))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     try:
         proto = onnx.load(str(tmp))
         stripped = strip_debug(proto)
@@ -180,7 +188,8 @@ def check_parity(path, model, context: int, horizon: int, *, dynamic_context: bo
     worst: dict | None = None
     by_context = {}
     for L in parity_contexts(context, dynamic_context):
-        ref = model.family.export_module(model.module, L, horizon).eval()
+        from .adapters import reference_module
+        ref = reference_module(model, L, horizon)
         par = onnx_parity(path, ref, L, providers=providers)
         by_context[str(L)] = par["max_abs_err"]
         if worst is None or not par["max_abs_err"] <= worst["max_abs_err"]:

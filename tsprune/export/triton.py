@@ -141,7 +141,7 @@ def write_repo(onnx_path, repo, name: str, *, sidecar=None, max_batch_size: int 
                 raise ValueError("triton: config.pbtxt does not match the graph: " + "; ".join(problems))
             validated = "parsed with tritonclient model_config_pb2; names, types and dims match the graph"
     repo = Path(repo)
-    with atomic_dir(repo / name, arg="--out") as tmp:
+    with atomic_dir(repo / name, arg="--out", command="export") as tmp:
         (tmp / "1").mkdir()
         shutil.copyfile(onnx_path, tmp / "1" / "model.onnx")
         (tmp / "config.pbtxt").write_text(text)

@@ -245,9 +245,8 @@ def export_variant(model, path: str | os.PathLike, cfg: VariantConfig, *, contex
                               f"tolerance {cfg.atol:g}")
         acc = accuracy(current, model, windows)
         flops = count_flops(current, {"context": context}, batch=flops_batch)
-        os.replace(current, path)
         result = {
-            "file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path),
+            "file": path.name, "bytes": current.stat().st_size, "sha256": _sha256(current),
             "variant": {**asdict(cfg), "dynamic_context": dyn, "name": cfg.name},
             "family": model.family.name, "context": context, "horizon": horizon,
             "params": model.num_params(), "io": io_spec(proto),
@@ -261,10 +260,16 @@ def export_variant(model, path: str | os.PathLike, cfg: VariantConfig, *, contex
             "nodes": len(proto.graph.node), "providers": parity.get("providers"),
             "tsprune_version": __version__, "seconds": round(time.time() - t0, 1),
         }
-        if sidecar:
-            tmp = path.with_name(f".{path.name}.json.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(result, indent=1))
-            os.replace(tmp, sidecar_path(path))
+        # the sidecar is written in full before either file is renamed into place
+        tmp = path.with_name(f".{path.name}.json.tmp-{os.getpid()}")
+        try:
+            if sidecar:
+                tmp.write_text(json.dumps(result, indent=1))
+            os.replace(current, path)
+            if sidecar:
+                os.replace(tmp, sidecar_path(path))
+        finally:
+            tmp.unlink(missing_ok=True)
         return result
     finally:
         import shutil

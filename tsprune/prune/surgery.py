@@ -13,6 +13,8 @@ both K dims are zero). The packed model therefore equals the masked model up to 
 """
 from __future__ import annotations
 
+import warnings
+
 import math
 from dataclasses import dataclass, field
 
@@ -203,8 +205,10 @@ def _replace_linear(model: nn.Module, path: str, rows, cols, scale: float | None
     if scale is not None:  # the Q projection as a whole: q' = scale * (W x + b)
         w = w * scale
         b = b * scale if b is not None else None
-    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device="meta",
-                    dtype=w.dtype).to_empty(device=w.device)
+    with warnings.catch_warnings():  # a fully pruned Linear has zero elements: nothing to init
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device="meta",
+                        dtype=w.dtype).to_empty(device=w.device)
     with torch.no_grad():
         new.weight.copy_(w)
         if b is not None:

@@ -343,7 +343,8 @@ def data_section(r: dict) -> str:
             f'season {d.get("season")}, split rows {escape(str(d.get("split_rows")))}; context '
             f'{d.get("context")}, horizon {d.get("horizon")}; windows train {_num(w.get("train"))}, '
             f'validation {_num(w.get("val"))}, test {_num(w.get("test"))}. Missing values: '
-            f'{escape(str(d.get("missing")))}.</p>')
+            f'{escape(str(d.get("missing")))}.</p>'
+            + "".join(f"<p>Note: {escape(str(n))}</p>" for n in d.get("notes") or []))
 
 
 def reproduce_section(r: dict) -> str:

@@ -44,6 +44,7 @@ def render_markdown(r: dict) -> str:
               f"frequency {d['freq']}, split rows {d['split_rows']}, context {d['context']}, "
               f"horizon {d['horizon']}; windows train {d['windows']['train']}, val "
               f"{d['windows']['val']}, test {d['windows']['test']}. Missing values: {d['missing']}.", ""]
+    lines += [f"- Note: {n}" for n in d.get("notes") or []] + ([""] if d.get("notes") else [])
     lines += ["## Accuracy (z-scored test windows)", "", "| model | params | MSE | MAE |", "|---|---:|---:|---:|"]
     pd, pp = r["params"]["dense"], r["params"]["pruned"]
     rows = [("zero-shot (dense)", pd, m.get("zero_shot")),
