@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     if add_cli_arguments is not None:
         t = sub.add_parser("pretrain", help="pretrain a small TSFM on the synthetic corpus")
         add_cli_arguments(t)
+        t.add_argument("--out", required=True, help="output directory (HF model dir + checkpoint/)")
+        t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
         t.add_argument("--quiet", action="store_true")
     return ap
 
@@ -304,8 +306,7 @@ def _cmd_reproduce(a) -> int:
 
 def _cmd_pretrain(a) -> int:
     from tsprune.pretrain import from_args, run
-    cfg, out, resume = from_args(a)
-    run(cfg, out, resume=resume, progress=not a.quiet)
+    run(from_args(a), a.out, resume=a.resume, progress=not a.quiet)
     return 0
 
 
