@@ -68,7 +68,76 @@ def test_seasonal_generator_is_periodic():
     np.testing.assert_allclose(s[:, :96], s[:, 96:192], atol=1e-9)
 
 
+def test_corpus_v1_is_the_default_and_v2_differs():
+    # v1 is nano's recorded corpus: the default of make_batch and of PretrainConfig.
+    assert PretrainConfig().corpus == "v1"
+    a = corpus.make_batch(0, 2, 16, 640)
+    assert np.array_equal(a, corpus.make_batch(0, 2, 16, 640, corpus="v1"))
+    b = corpus.make_batch(0, 2, 16, 640, corpus="v2")
+    assert np.array_equal(b, corpus.make_batch(0, 2, 16, 640, corpus="v2"))
+    assert b.shape == a.shape and np.isfinite(b).all() and not np.array_equal(a, b)
+
+
+def test_corpus_v2_draws_the_new_kernels_and_periods_deterministically():
+    def draw(seed):
+        rng = corpus.rng_for(seed, 9)
+        kinds, periods = [], []
+        for _ in range(300):
+            terms, names = corpus.random_kernel_terms(128, rng, corpus.V2)
+            kinds += [str(n) for n in names if n not in "+*"]
+            periods += [p for t in terms for p in t.periods]
+        return kinds, periods
+
+    kinds, periods = draw(3)
+    assert (kinds, periods) == draw(3) and (kinds, periods) != draw(4)
+    assert set(kinds) == set(corpus.KERNEL_KINDS_V2)
+    new = {8, 16, 32, 72, 91, 120, 180, 720, 1440}
+    assert new <= set(corpus.PERIODS_V2) and not new & set(corpus.PERIODS)
+    assert {96, 24, 168, 672, 48, 288, 12, 7} <= set(periods)
+    assert max(set(periods), key=periods.count) == 96  # the 15-minute day leads
+    res = {p for _, _, ps in corpus.RESOLUTIONS_V2 for p in ps}
+    assert {96, 672, 24, 168, 48, 288, 12, 7} <= res
+
+
+def test_corpus_v2_weekday_pattern_and_matern_covariance():
+    w = corpus._weekday_factor(corpus.rng_for(0), 3, 96 * 14, 96)
+    assert all(len(np.unique(r)) == 2 for r in w) and w.max() == 1.0
+    assert np.allclose((w < 1).mean(1), 2 / 7)  # two low days a week
+    n, draws = 40, 6000
+    rng = corpus.rng_for(6)
+    term = corpus._base_terms("matern32", n, rng, corpus.V2)[0]
+    x = np.stack([corpus._circulant_sample(term, n, rng) for _ in range(draws)])
+    assert np.abs(x.T @ x / draws - corpus.dense_kernel([term], n)).max() < 0.12
+
+
 # ----------------------------------------------------------------------------- config
+def test_small_preset_has_20_to_50m_parameters():
+    from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
+
+    with torch.device("meta"):  # shapes only, nothing allocated
+        model = TimesFm2_5ModelForPrediction(TimesFm2_5Config(**PretrainConfig(model="small").model_overrides()))
+    n = sum(p.numel() for p in model.parameters())
+    assert 20e6 <= n <= 50e6 and n == 27_358_208
+
+
+def test_bundled_small_without_weights_is_one_clear_error(monkeypatch, tmp_path):
+    import tsprune
+    from tsprune import model as tsmodel
+    from tsprune.resources import BUNDLED_MODELS, DEFAULT_MODEL, available_models
+
+    assert DEFAULT_MODEL == "nano" and "small" in BUNDLED_MODELS
+    monkeypatch.chdir(tmp_path)  # "small" must not resolve as a local directory
+    monkeypatch.setattr(tsmodel, "bundled_path", lambda name: None)
+    with pytest.raises(UserError) as e:
+        tsprune.load("small")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("--model: 'small'") and "available: " in msg
+    assert ", ".join(available_models()) in msg
+    with pytest.raises(UserError, match="neither a directory nor a bundled model"):
+        tsprune.load("no-such-model")
+
+
+
 def test_config_validation_names_the_flag():
     with pytest.raises(UserError, match="--lr"):
         PretrainConfig(lr=0)
@@ -121,6 +190,25 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_cli_pretrain_interrupted_then_resumed(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tsprune.cli import main
+
+    flags = ["--model", "tiny", "--batch-size", "8", "--warmup-steps", "2", "--workers", "0", "--threads", "1",
+             "--checkpoint-every", "2", "--precision", "fp32", "--device", "cpu", "--seed", "11",
+             "--corpus", "v2", "--quiet"]
+    out = tmp_path / "cli"
+    run(PretrainConfig(steps=4, **{**TINY, "corpus": "v2", "checkpoint_every": 2}), out, progress=False, stop_at=2)
+    assert main(["pretrain", *flags, "--steps", "4", "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "pretrain_config.json").read_text())["corpus"] == "v2"
+    full = run(PretrainConfig(steps=4, **{**TINY, "corpus": "v2", "checkpoint_every": 2}), tmp_path / "full",
+               progress=False)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["pretrain", *flags, "--steps", "4", "--out", str(out), "--corpus", "v1", "--resume"]) == 2
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoint(tmp_path):

@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     if add_cli_arguments is not None:
         t = sub.add_parser("pretrain", help="pretrain a small TSFM on the synthetic corpus")
         add_cli_arguments(t)
+        t.add_argument("--out", required=True, help="output directory (HF model dir + checkpoint/)")
+        t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
         t.add_argument("--quiet", action="store_true")
     return ap
 
@@ -315,10 +317,9 @@ def _cmd_reproduce(a) -> int:
 
 def _cmd_pretrain(a) -> int:
     from tsprune.pretrain import from_args, run
-    cfg, out, resume = from_args(a)
     from tsprune.safety import claim_dir
-    claim_dir(out, "pretrain")
-    run(cfg, out, resume=resume, progress=not a.quiet)
+    claim_dir(a.out, "pretrain")
+    run(from_args(a), a.out, resume=a.resume, progress=not a.quiet)
     return 0
 
 

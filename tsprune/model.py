@@ -226,8 +226,12 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
     if not p.exists():
         b = bundled_path(str(name_or_path))
         if b is None:
-            raise UserError(f"--model: {str(name_or_path)!r} is neither a directory nor a bundled "
-                            f"model (bundled: nano)")
+            from tsprune.resources import BUNDLED_MODELS, available_models
+            name, avail = str(name_or_path), ", ".join(available_models())
+            if name in BUNDLED_MODELS:
+                raise UserError(f"--model: {name!r} is a bundled model whose weights are not in this "
+                                f"install (tsprune/resources/{name}/ is missing); available: {avail}")
+            raise UserError(f"--model: {name!r} is neither a directory nor a bundled model (bundled: {avail})")
         p = b
     config = read_config(p)
     detect(config)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tsprune.errors import bad_arg
 
-#: Architectures, as ``TimesFm2_5Config`` overrides. ``nano`` is the shipped checkpoint.
+#: Architectures, as ``TimesFm2_5Config`` overrides. ``nano`` is the shipped checkpoint,
+#: ``small`` the second one (issue 19).
 #: Common to all: patch 32, context 512, horizon 128, 9 quantiles, no bias, the
 #: continuous quantile head off (``output_quantile_len`` 1 keeps it tiny and unused),
 #: ``infer_is_positive`` off.
@@ -27,6 +28,10 @@ MODEL_PRESETS: dict[str, dict] = {
                  intermediate_size=1024),
     "nano6": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, head_dim=64,
                   intermediate_size=1024),
+    # 27.36M parameters (issue 19: 20-50M). d512 x 8 layers (64 heads, 8 FFNs to prune)
+    # was faster than d768 x 4 (32.2M) on the 2-core AMX CPU: see docs/pretraining.md.
+    "small": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, head_dim=64,
+                  intermediate_size=2048),
 }
 
 _COMMON = dict(
@@ -35,7 +40,7 @@ _COMMON = dict(
     max_position_embeddings=1024, decode_index=5,
 )
 
-_CHOICES = {"schedule": ("wsd", "cosine"), "precision": ("auto", "bf16", "fp32"), "device": ("auto", "cpu", "cuda"),
+_CHOICES = {"corpus": ("v1", "v2"), "schedule": ("wsd", "cosine"), "precision": ("auto", "bf16", "fp32"), "device": ("auto", "cpu", "cuda"),
             "save_dtype": ("float32", "bfloat16")}
 
 
@@ -59,6 +64,7 @@ class PretrainConfig:
     p_kernel: float = 0.3  #: fraction of KernelSynth series (the rest: structural)
     p_mixup: float = 0.15  #: fraction of rows replaced by a TSMixup
     p_flip: float = 0.5  #: sign-flip augmentation probability
+    corpus: str = "v1"  #: corpus version (tsprune.pretrain.corpus.CORPORA): v1 (nano's) or v2 (wider)
     flip_invariance: bool = False  #: config.force_flip_invariance of the saved model
     precision: str = "auto"  #: auto (bf16 autocast on CUDA and on CPUs with AMX), bf16, fp32
     device: str = "auto"  #: auto, cpu, cuda

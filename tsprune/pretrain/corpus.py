@@ -17,6 +17,11 @@ Three sources, all numpy, all deterministic given a seed:
 :func:`make_batch` draws a training batch for a step from ``(seed, step)`` alone, so
 resuming at a step reproduces exactly the batches an uninterrupted run would see.
 All outputs are float32 arrays of shape ``(batch, length)``.
+
+Corpus versions (:data:`CORPORA`, ``PretrainConfig.corpus``): ``v1`` is the corpus
+``nano`` was trained on and is kept bit for bit; ``v2`` widens it (more kernel kinds,
+more periods drawn with weights that favour the 96-step day of 15-minute data, a
+weekday/weekend modulation of daily profiles, more resolutions); see :class:`Corpus`.
 """
 from __future__ import annotations
 
@@ -47,6 +52,55 @@ RESOLUTIONS = (
 
 SOURCES = ("kernel_synth", "structural", "tsmixup")
 
+#: v2 periods and their draw weights (96, the day of 15-minute data, first): the
+#: v1 periods plus 2-hourly/8-hour/4-hour harmonics of days (12, 8, 32, 48, 72),
+#: 720 (hourly month), 1440 (minutely day), 120, 180, 91 (daily quarter), 10, 20, 16.
+PERIODS_V2 = (96, 24, 168, 672, 48, 288, 12, 7, 144, 336, 52, 30, 60, 365, 32, 72, 8, 4, 6, 14,
+              28, 36, 720, 1440, 120, 180, 91, 10, 20, 16)
+_PERIOD_W_V2 = np.array([10, 8, 5, 4, 4, 3, 3, 3, 2, 2, 2, 1.5, 1.5, 1.5, 1.5, 1.5, 1, 1, 1,
+                         1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], dtype=np.float64)
+
+#: v2 kernel kinds: v1 plus Matern 1/2, 3/2, 5/2 (rough, OU-like to smooth), a
+#: spectral-mixture component (damped cosine) and a locally periodic kernel
+#: (periodic x RBF, a seasonality whose shape drifts).
+KERNEL_KINDS_V2 = KERNEL_KINDS + ("matern12", "matern32", "matern52", "spectral", "local_periodic")
+_KIND_P_V2 = np.array([0.30, 0.10, 0.07, 0.07, 0.07, 0.04, 0.06, 0.06, 0.06, 0.08, 0.09])
+
+#: v2 resolutions: v1's plus 15-min with a daily period only (ETTm-like spans of a
+#: few days), hourly with a 12-hour harmonic day, and 2-hourly; 15-min weighted most.
+RESOLUTIONS_V2 = (
+    ("15min", 0.26, (96, 672)),
+    ("15min-day", 0.10, (96, 48)),
+    ("hourly", 0.24, (24, 168)),
+    ("hourly-12", 0.04, (24, 12)),
+    ("30min", 0.07, (48, 336)),
+    ("10min", 0.05, (144, 1008)),
+    ("5min", 0.04, (288, 2016)),
+    ("2hourly", 0.03, (12, 84)),
+    ("daily", 0.08, (7, 365)),
+    ("weekly", 0.03, (52,)),
+    ("monthly", 0.04, (12,)),
+    ("minutely", 0.02, (60, 1440)),
+)
+
+
+class Corpus:
+    """A corpus version: the kernel bank, its periods and the structural resolutions.
+
+    ``weekday`` is the probability that a structural series with a daily and a weekly
+    period has its daily profile scaled per day by a weekday/weekend pattern.
+    """
+
+    def __init__(self, name, periods, period_p, kinds, kind_p, resolutions, weekday):
+        self.name, self.periods, self.kinds, self.resolutions = name, periods, kinds, resolutions
+        self.period_p = None if period_p is None else period_p / period_p.sum()
+        self.kind_p, self.weekday = kind_p / kind_p.sum(), weekday
+
+    def period(self, rng: np.random.Generator) -> int:
+        if self.period_p is None:
+            return int(rng.choice(self.periods))
+        return int(self.periods[rng.choice(len(self.periods), p=self.period_p)])
+
 
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
     """A numpy Generator determined by ``seed`` and integer ``keys`` (e.g. a step)."""
@@ -76,12 +130,24 @@ class _Term:
         return s
 
 
-def _base_terms(kind: str, n: int, rng: np.random.Generator) -> list[_Term]:
-    """Terms of one base kernel of ``kind`` (see :data:`KERNEL_KINDS`)."""
+def _base_terms(kind: str, n: int, rng: np.random.Generator, corpus: "Corpus | None" = None) -> list[_Term]:
+    """Terms of one base kernel of ``kind`` (see :data:`KERNEL_KINDS`, :data:`KERNEL_KINDS_V2`)."""
     if kind == "periodic":
-        p = int(rng.choice(PERIODS))
+        p = int(rng.choice(PERIODS)) if corpus is None else corpus.period(rng)
         ell = rng.uniform(0.5, 2.0)
         return [_Term(None, [lambda lag: np.exp(-2.0 * np.sin(np.pi * lag / p) ** 2 / ell**2)], (p,))]
+    if kind in ("matern12", "matern32", "matern52"):
+        ell = np.exp(rng.uniform(np.log(2.0), np.log(n)))
+        return [_Term(None, [_MATERN[kind](ell)], ())]
+    if kind == "spectral":  # damped cosine: one component of a spectral-mixture kernel
+        p = corpus.period(rng) if corpus is not None else int(rng.choice(PERIODS))
+        ell = p * np.exp(rng.uniform(np.log(1.0), np.log(20.0)))
+        return [_Term(None, [lambda lag: np.cos(2 * np.pi * lag / p) * np.exp(-0.5 * (lag / ell) ** 2)], (p,))]
+    if kind == "local_periodic":  # a periodic shape that drifts over a few cycles
+        p = corpus.period(rng) if corpus is not None else int(rng.choice(PERIODS))
+        ell, ell2 = rng.uniform(0.5, 2.0), p * np.exp(rng.uniform(np.log(2.0), np.log(30.0)))
+        return [_Term(None, [lambda lag: np.exp(-2.0 * np.sin(np.pi * lag / p) ** 2 / ell**2
+                                                - 0.5 * (lag / ell2) ** 2)], (p,))]
     if kind == "rbf":
         ell = np.exp(rng.uniform(np.log(4.0), np.log(n)))
         return [_Term(None, [lambda lag: np.exp(-0.5 * (lag / ell) ** 2)], ())]
@@ -102,25 +168,46 @@ def _base_terms(kind: str, n: int, rng: np.random.Generator) -> list[_Term]:
     raise ValueError(f"unknown kernel kind {kind!r}")
 
 
+def _matern(nu2: int):
+    """Matern kernel of smoothness ``nu2 / 2`` (1, 3, 5) as a function of the length scale."""
+    def make(ell):
+        def fn(lag):
+            r = np.abs(lag) / ell
+            if nu2 == 1:
+                return np.exp(-r)
+            if nu2 == 3:
+                return (1 + np.sqrt(3) * r) * np.exp(-np.sqrt(3) * r)
+            return (1 + np.sqrt(5) * r + 5 * r**2 / 3) * np.exp(-np.sqrt(5) * r)
+        return fn
+    return make
+
+
+_MATERN = {"matern12": _matern(1), "matern32": _matern(3), "matern52": _matern(5)}
+
 #: Draw probabilities of the kernel kinds (periodic kernels are the most useful).
 _KIND_P = np.array([0.45, 0.17, 0.12, 0.1, 0.1, 0.06])
 
 
-def random_kernel_terms(n: int, rng: np.random.Generator) -> tuple[list[_Term], list[str]]:
+def random_kernel_terms(n: int, rng: np.random.Generator,
+                        corpus: "Corpus | None" = None) -> tuple[list[_Term], list[str]]:
     """A random composite kernel (1-5 base kernels joined by + or *) as terms, and its expression.
 
     The expression is a list such as ``['periodic', '*', 'rbf', '+', 'white']``, applied
-    left to right.
+    left to right. ``corpus`` None (or v1) draws from the v1 bank exactly as before.
     """
     j = int(rng.integers(1, 6))
-    kinds = list(rng.choice(KERNEL_KINDS, size=j, p=_KIND_P))
-    if not any(k in ("periodic", "rbf", "rational_quadratic", "linear") for k in kinds):
+    if corpus is None or corpus.name == "v1":
+        corpus = None
+        kinds = list(rng.choice(KERNEL_KINDS, size=j, p=_KIND_P))
+    else:
+        kinds = list(rng.choice(corpus.kinds, size=j, p=corpus.kind_p))
+    if not any(k not in ("white", "constant") for k in kinds):
         kinds[0] = "periodic"
-    terms = _base_terms(kinds[0], n, rng)
+    terms = _base_terms(kinds[0], n, rng, corpus)
     names = [kinds[0]]
     for kind in kinds[1:]:
         op = "+" if rng.random() < 0.5 else "*"
-        new = _base_terms(kind, n, rng)
+        new = _base_terms(kind, n, rng, corpus)
         if op == "+":
             terms = terms + new
         else:
@@ -178,9 +265,9 @@ def _circulant_sample(term: _Term, n: int, rng: np.random.Generator) -> np.ndarr
     return f[:n]
 
 
-def kernel_sample(n: int, rng: np.random.Generator) -> np.ndarray:
-    """One KernelSynth series (n,) float64 drawn with ``rng``."""
-    terms, _ = random_kernel_terms(n, rng)
+def kernel_sample(n: int, rng: np.random.Generator, corpus: "Corpus | None" = None) -> np.ndarray:
+    """One KernelSynth series (n,) float64 drawn with ``rng`` from ``corpus``'s bank (default v1)."""
+    terms, _ = random_kernel_terms(n, rng, corpus)
     x = np.zeros(n)
     for term in terms:
         f = _circulant_sample(term, n, rng)
@@ -255,15 +342,27 @@ def _ar1(rng: np.random.Generator, b: int, n: int, phi: np.ndarray) -> np.ndarra
     return x * np.sqrt(1 - phi[:, None] ** 2)
 
 
-def structural(b: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(b, n) float32 structural series: level + seasonality + noise (see module doc)."""
+def _weekday_factor(rng: np.random.Generator, m: int, n: int, day: int) -> np.ndarray:
+    """(m, n) per-day scale: 1 on five days of a 7-day week, 0.3-0.9 on the other two."""
+    k = (np.arange(n)[None, :] + rng.integers(0, 7 * day, size=(m, 1))) // day % 7  # day of week
+    low = rng.uniform(0.3, 0.9, size=(m, 1))
+    return np.where(k >= 5, low, 1.0)
+
+
+def structural(b: int, n: int, rng: np.random.Generator, corpus: "Corpus | None" = None) -> np.ndarray:
+    """(b, n) float32 structural series: level + seasonality + noise (see module doc).
+
+    ``corpus`` selects the resolutions (default v1, drawn exactly as before).
+    """
     t = np.arange(n, dtype=np.float64)
-    names = [r[0] for r in RESOLUTIONS]
-    weights = np.array([r[1] for r in RESOLUTIONS])
+    resolutions = RESOLUTIONS if corpus is None else corpus.resolutions
+    weekday = 0.0 if corpus is None else corpus.weekday
+    names = [r[0] for r in resolutions]
+    weights = np.array([r[1] for r in resolutions])
     res = rng.choice(len(names), size=b, p=weights / weights.sum())
     y = np.zeros((b, n))
     # Seasonality: main period always (90%), second period sometimes.
-    for r_idx, (_, _, periods) in enumerate(RESOLUTIONS):
+    for r_idx, (_, _, periods) in enumerate(resolutions):
         rows = np.flatnonzero(res == r_idx)
         if rows.size == 0:
             continue
@@ -273,6 +372,9 @@ def structural(b: int, n: int, rng: np.random.Generator) -> np.ndarray:
         # Amplitude drift (slow multiplicative modulation).
         drift = 1.0 + rng.uniform(0, 0.5, size=(m, 1)) * _smooth_noise(rng, m, n, int(rng.integers(2, 8)))
         s *= np.clip(drift, 0.1, None)
+        if weekday and len(periods) > 1 and periods[1] == 7 * periods[0]:
+            wk = rng.random((m, 1)) < weekday
+            s = np.where(wk, (s - s.min(1, keepdims=True)) * _weekday_factor(rng, m, n, periods[0]), s)
         if len(periods) > 1:
             s2 = _seasonal_profile(rng, m, n, periods[1])
             s += s2 * rng.uniform(0.1, 1.0, size=(m, 1)) * (rng.random((m, 1)) < 0.5)
@@ -324,22 +426,30 @@ def tsmixup(parts: np.ndarray, rng: np.random.Generator, k_max: int = 3) -> np.n
     return out.astype(np.float32)
 
 
+V1 = Corpus("v1", PERIODS, None, KERNEL_KINDS, _KIND_P, RESOLUTIONS, 0.0)
+V2 = Corpus("v2", PERIODS_V2, _PERIOD_W_V2, KERNEL_KINDS_V2, _KIND_P_V2, RESOLUTIONS_V2, 0.4)
+#: Corpus versions by name (``PretrainConfig.corpus``); ``v1`` is nano's.
+CORPORA = {"v1": V1, "v2": V2}
+
+
 def make_batch(seed: int, step: int, batch_size: int, length: int,
-               p_kernel: float = 0.3, p_mixup: float = 0.15, p_flip: float = 0.5) -> np.ndarray:
+               p_kernel: float = 0.3, p_mixup: float = 0.15, p_flip: float = 0.5,
+               corpus: str = "v1") -> np.ndarray:
     """The training batch of ``step``: float32 (batch_size, length), a function of (seed, step) only.
 
     Each row is a KernelSynth series (prob. ``p_kernel``) or a :func:`structural` one;
     with prob. ``p_mixup`` a row is replaced by a TSMixup of rows of the batch; each
     row is standardised, then negated with prob. ``p_flip`` (sign-flip augmentation)
-    and shifted by a random offset.
+    and shifted by a random offset. ``corpus`` names a version of :data:`CORPORA`.
     """
+    spec = None if corpus == "v1" else CORPORA[corpus]
     rng = rng_for(seed, 2, step)
     kern = rng.random(batch_size) < p_kernel
     x = np.empty((batch_size, length))
     for i in np.flatnonzero(kern):
-        x[i] = kernel_sample(length, rng)
+        x[i] = kernel_sample(length, rng, spec)
     if (~kern).any():
-        x[~kern] = structural(int((~kern).sum()), length, rng)
+        x[~kern] = structural(int((~kern).sum()), length, rng, spec)
     x = standardize(x)
     mix = rng.random(batch_size) < p_mixup
     if mix.sum() >= 2:

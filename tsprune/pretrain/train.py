@@ -159,7 +159,8 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, step):
         c = self.cfg
         return torch.from_numpy(make_batch(c.seed, step, c.batch_size, self.length,
-                                           p_kernel=c.p_kernel, p_mixup=c.p_mixup, p_flip=c.p_flip))
+                                           p_kernel=c.p_kernel, p_mixup=c.p_mixup, p_flip=c.p_flip,
+                                           corpus=c.corpus))
 
 
 def _worker_init(_):

@@ -3,6 +3,9 @@
 * ``nano/``: tsprune's own TimesFM 2.5 checkpoint (``config.json``, ``model.safetensors``,
   ``MODEL_CARD.md``), loadable offline with
   ``TimesFm2_5ModelForPrediction.from_pretrained(default_model_dir())``.
+* ``small/`` (issue 19): a 20-50M-parameter checkpoint of the same format, a bundled
+  *name* before its weights are committed; :func:`available_models` lists the names
+  whose directory is present.
 * ``data/greensboro_tmy3_hourly.csv.gz``: a real hourly weather/solar dataset (see
   ``data/DATA_CARD.md``), the default ``--data`` of ``tsprune prune``.
 """
@@ -14,6 +17,8 @@ _HERE = Path(__file__).resolve().parent
 
 #: Name of the shipped checkpoint directory.
 DEFAULT_MODEL = "nano"
+#: Names of the bundled checkpoints (``tsprune.load(name)``, ``--model name``).
+BUNDLED_MODELS = ("nano", "small")
 #: File name of the bundled demo dataset.
 DEMO_DATASET = "greensboro_tmy3_hourly.csv.gz"
 
@@ -23,9 +28,15 @@ def default_model_dir() -> Path:
     return _HERE / DEFAULT_MODEL
 
 
+def available_models() -> tuple[str, ...]:
+    """The bundled names whose checkpoint directory (with ``config.json``) is installed."""
+    return tuple(n for n in BUNDLED_MODELS if (_HERE / n / "config.json").exists())
+
+
 def demo_dataset_path() -> Path:
     """Path of the bundled demo dataset: gzip CSV, a ``date`` column + 7 numeric channels, hourly."""
     return _HERE / "data" / DEMO_DATASET
 
 
-__all__ = ["default_model_dir", "demo_dataset_path", "DEFAULT_MODEL", "DEMO_DATASET"]
+__all__ = ["default_model_dir", "demo_dataset_path", "available_models", "DEFAULT_MODEL", "BUNDLED_MODELS",
+           "DEMO_DATASET"]
