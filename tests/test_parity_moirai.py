@@ -1,20 +1,19 @@
-"""Moirai 1.0-R: tsprune's implementation against uni2ts 2.0.0's ``MoiraiModule`` (the
-wheel in ../shared/reference/uni2ts, unzipped to a temporary folder and imported there,
-never copied).
+"""Moirai 1.0-R: tsprune's implementation against uni2ts 2.0.0's ``MoiraiModule`` (the wheel in
+../shared/reference/uni2ts, unzipped to a temporary folder and imported there, never
+copied).
 
 Both are built from the same configuration (the published constructor arguments: a
-four-component mixture head, patch sizes 8..128) and hold the same random weights,
-exchanged through the published parameter names; inputs are real ETTh1 windows packed as
-tsprune packs them. Compared in fp32 at 1e-5 for every patch size
-(oracles.max_err: absolute, relative where |reference| > 1): the distribution
-parameters (every output projection of the mixture head, before uni2ts's domain maps, and
-the scaler's loc and scale) and the point forecast (tsprune's closed-form mixture mean
-against the upstream distribution's ``mean``). Moirai forecasts every horizon in one
-forward (no roll-out), so there is no roll-out to compare.
+four-component mixture head, patch sizes 8..128) and hold the same random weights, exchanged
+through the published parameter names; inputs are real ETTh1 windows packed as tsprune packs
+them. Compared in fp32 at 1e-5 for every patch size (oracles.max_err: absolute, relative
+where |reference| > 1): the distribution parameters (every output projection of the mixture
+head, before uni2ts's domain maps, and the scaler's loc and scale) and the point forecast
+(tsprune's closed-form mixture mean against the upstream distribution's ``mean``). Moirai
+forecasts every horizon in one forward (no roll-out), so there is no roll-out to compare.
 
 The oracle is not patched. Its package ``__init__``s (lightning, gluonts) are skipped by
-stubbing ``uni2ts.model`` and ``uni2ts.model.moirai``; jaxtyping and hydra-core are
-stubbed when absent (annotations only, and a config decoder these tests do not use).
+stubbing ``uni2ts.model`` and ``uni2ts.model.moirai``; jaxtyping and hydra-core are stubbed
+when absent (annotations only, and a config decoder these tests do not use).
 """
 from __future__ import annotations
 

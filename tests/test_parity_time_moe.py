@@ -3,16 +3,16 @@ repository (../shared/reference/time_moe, imported there, never copied).
 
 Both are built from the same configuration and hold the same random weights, exchanged
 through the published parameter names; inputs are real ETTh1 windows. Compared in fp32 at
-1e-5
-(oracles.max_err: absolute, relative where |reference| > 1): the final hidden states, every output head at every position, the router logits of
-every MoE layer (and the routing tsprune derives from them), with both of tsprune's expert
-dispatches; and tsprune's KV-cached roll-out against the upstream's uncached repeated
-forward (its generate with use_cache=False, on a context normalised as its README does).
+1e-5 (oracles.max_err: absolute, relative where |reference| > 1): the final hidden states,
+every output head at every position, the router logits of every MoE layer (and the routing
+tsprune derives from them), with both of tsprune's expert dispatches; and tsprune's KV-
+cached roll-out against the upstream's uncached repeated forward (its generate with
+use_cache=False, on a context normalised as its README does).
 
 The oracle is patched in one place only: transformers 5 removed
-``DynamicCache.from_legacy_cache``, which the upstream forward calls when use_cache is
-true, so every upstream call passes ``use_cache=False``. Its attention implementation is
-set to "eager" (the upstream's own default class; transformers 5 leaves it unset).
+``DynamicCache.from_legacy_cache``, which the upstream forward calls when use_cache is true,
+so every upstream call passes ``use_cache=False``. Its attention implementation is set to
+"eager" (the upstream's own default class; transformers 5 leaves it unset).
 """
 from __future__ import annotations
 

@@ -3,14 +3,14 @@ thuml/timer-base-84m (../shared/reference/timer_xl, imported there, never copied
 
 Both are built from the same configuration and hold the same random weights, exchanged
 through the published parameter names; inputs are real ETTh1 windows. Compared in fp32 at
-1e-5
-(oracles.max_err: absolute, relative where |reference| > 1): the hidden states and every head's next-patch outputs at every token, the upstream
-forward's own prediction (head choice and revin), and the multi-step roll-out against the
-upstream's uncached repeated forward (what its generate does with use_cache=False).
+1e-5 (oracles.max_err: absolute, relative where |reference| > 1): the hidden states and
+every head's next-patch outputs at every token, the upstream forward's own prediction (head
+choice and revin), and the multi-step roll-out against the upstream's uncached repeated
+forward (what its generate does with use_cache=False).
 
 The oracle is patched in one place only: transformers 5 removed
-``DynamicCache.from_legacy_cache``, which the upstream forward calls when use_cache is
-true, so every upstream call passes ``use_cache=False``.
+``DynamicCache.from_legacy_cache``, which the upstream forward calls when use_cache is true,
+so every upstream call passes ``use_cache=False``.
 """
 from __future__ import annotations
 
