@@ -13,11 +13,14 @@ Architecture (decoder-only over patch tokens of P = input_token_len steps, post-
               h = norm2(h + ffn_layer(h))      down_proj(act(gate_proj(h)) * up_proj(h))
   norm (LayerNorm), lm_heads[m]: Linear(D, output_token_lens[m], no bias).
   RoPE base: 10000 (the published attention builds its rotary table without rope_theta).
-Forecast (the published generate with revin): the context is cut on the left to a multiple of
-P, instance-normalised (mean, std + 1e-6), and rolled out: each step runs the whole token
-sequence, picks the longest head not longer than the remaining horizon, reads the last token
-and appends its output; if an appended output is not a multiple of P the oldest points are
-dropped to keep whole patches.
+Forecast (the published generate with revin, uncached): the context is cut on the left to a
+multiple of P and rolled out: each step instance-normalises the whole sequence so far (mean,
+std + 1e-6; upstream has no 1e-6), runs it, picks the longest head not longer than the
+remaining horizon, reads the last token, de-normalises its output and appends it (so later
+steps see statistics that include earlier outputs, as upstream's repeated forward does); if
+an appended output is not a multiple of P the oldest points are dropped to keep whole patches
+(upstream's unfold would drop the newest; the published 96-step head with P = 96 never
+appends a partial patch). Tested against the upstream code in tests/test_parity_timer_xl.py.
 Loss (the published calc_ar_loss, MSE): token i of the normalised context predicts the next
 output_token_len points after it (targets run into the window's target part); the mean over
 the valid entries, averaged over heads.
@@ -245,13 +248,17 @@ class TimerXL(Family):
         return out[:, :remaining]
 
     def forecast(self, model, context: torch.Tensor, horizon: int) -> Forecast:
+        """The published generate(revin=True) without a cache: every step normalises the
+        whole grown sequence (raw context + de-normalised outputs so far) by its own mean
+        and std, predicts, and de-normalises."""
         p = model.config.input_token_len
-        c = _whole_patches(context.float(), p)
-        mu, sd = mean_std(c)
-        seq = (c - mu) / sd
-        out = rollout(lambda s, remaining: self._step(model, s, remaining), seq, horizon,
-                      lambda s, y: _whole_patches(torch.cat([s, y], dim=1), p))
-        return Forecast(out * sd + mu)
+        seq = _whole_patches(context.float(), p)                                  # (B, N * P)
+
+        def step(s, remaining):  # normalise the sequence so far, predict, de-normalise
+            mu, sd = mean_std(s)
+            return self._step(model, (s - mu) / sd, remaining) * sd + mu
+
+        return Forecast(rollout(step, seq, horizon, lambda s, y: _whole_patches(torch.cat([s, y], dim=1), p)))
 
     def export_module(self, model, context: int, horizon: int) -> nn.Module:
         return Export(self, model, horizon)
