@@ -52,6 +52,7 @@ class RunConfig:
     do_finetune: bool = True
     compare_finetune: bool = False
     export: tuple[str, ...] = ()
+    export_model: str = "auto"  # what --export writes: auto (tsprune.recommend), tsfm or dlinear
     opset: int = 18
     dlinear: bool = True
     seed: int = 0
@@ -66,6 +67,8 @@ class RunConfig:
         for e in self.export:
             if e not in ("onnx",):
                 raise bad_arg("--export", e, "'onnx'")
+        from tsprune.recommend import export_choice
+        export_choice(self.export_model, None, have_dlinear=self.dlinear)
         if not isinstance(self.opset, int) or not 18 <= self.opset <= 23:
             raise bad_arg("--opset", self.opset, "an integer from 18 to 23")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
@@ -90,7 +93,8 @@ def _metrics(d: dict) -> dict:
 
 def _with_lr_grid(ft_cfg, fam):
     import dataclasses
-    return ft_cfg if ft_cfg.lr is not None else dataclasses.replace(ft_cfg, lr=tuple(fam.lr_grid))
+    from tsprune.train.lr_grid import default_lr_grid
+    return ft_cfg if ft_cfg.lr is not None else dataclasses.replace(ft_cfg, lr=default_lr_grid(fam))
 
 
 def _search_report(search_json, ft) -> dict | None:
@@ -170,9 +174,11 @@ def _run_worker(cfg: RunConfig, device) -> dict:
     data = prepare(cfg.data)
     fam = model.family
     _, train, val = _windows(cfg, model, data)
+    from tsprune.train.validation import val_windows
+    val_ft = val_windows(data, val, cfg.data.horizon)  # fine-tuning validates at --horizon
     ft_cfg = cfg.finetune if cfg.search is None else _with_lr_grid(cfg.finetune, fam)
     if cfg.compare_finetune:
-        finetune(model.clone(), train, val, ft_cfg, show_progress=False)
+        finetune(model.clone(), train, val_ft, ft_cfg, show_progress=False)
     if cfg.search is not None:
         from tsprune.search import search
         plan = search(model, train, val, cfg.prune, cfg.search, show_progress=False).plan
@@ -180,7 +186,7 @@ def _run_worker(cfg: RunConfig, device) -> dict:
         plan = score(model, train, val, cfg.prune, show_progress=False)
     pruned = apply(model, plan)
     if cfg.do_finetune:
-        finetune(pruned, train, val, ft_cfg, show_progress=False)
+        finetune(pruned, train, val_ft, ft_cfg, show_progress=False)
     from tsprune.distributed import barrier
     barrier()
     return {}
@@ -261,6 +267,8 @@ def _run(cfg: RunConfig, device=None) -> dict:
             fam, mod = model.family, model.module
             L, H = cfg.data.context, cfg.data.horizon
             train_h, train, val = _windows(cfg, model, data)
+            from tsprune.train.validation import val_windows
+            val_ft = val_windows(data, val, H)  # fine-tuning validates at --horizon (rolled out)
             from tsprune.distributed import world
             if world()[1] > 1:
                 ck = None  # checkpoints are for single-process --resume
@@ -276,7 +284,7 @@ def _run(cfg: RunConfig, device=None) -> dict:
                 if ph.get("finetune_dense") is None:
                     with timed("finetune_dense"):
                         dense = model.clone()
-                        ftd = finetune(dense, train, val, cfg.finetune if cfg.search is None else
+                        ftd = finetune(dense, train, val_ft, cfg.finetune if cfg.search is None else
                                        _with_lr_grid(cfg.finetune, fam), show_progress=show,
                                        log=rl.phase("finetune_dense"),
                                        checkpoint=ck and ck / "finetune_dense")
@@ -318,7 +326,7 @@ def _run(cfg: RunConfig, device=None) -> dict:
             if cfg.do_finetune:
                 if ph.get("finetune_pruned") is None:
                     with timed("finetune_pruned"):
-                        ftp = finetune(pruned, train, val, ft_cfg, show_progress=show,
+                        ftp = finetune(pruned, train, val_ft, ft_cfg, show_progress=show,
                                        log=rl.phase("finetune_pruned"),
                                        checkpoint=ck and ck / "finetune_pruned")
                         pruned.save(tmp / "checkpoints" / "pruned_finetuned")
@@ -344,14 +352,28 @@ def _run(cfg: RunConfig, device=None) -> dict:
                     test, data.season, horizons=horizons))
                 baselines["seasonal_naive"]["season"] = data.season
                 if cfg.dlinear:
-                    dl = train_dlinear(data, L, H, seed=cfg.seed, progress=show)
+                    # per-window normalisation: the DLinear --export-model can deploy (tsprune.recommend)
+                    dl = train_dlinear(data, L, H, seed=cfg.seed, progress=show, instance_norm=True)
                     baselines["dlinear"] = _metrics(evaluate_forecaster(dl, test, horizons=horizons))
             with timed("save"):
                 pruned.save(tmp / "model", extra={"dataset": {
                     "columns": list(data.columns), "mean": data.mean.tolist(),
                     "std": data.std.tolist()}})
+            from tsprune import recommend  # issue 20: which model to deploy, on validation
+            with timed("recommend"):
+                rec = recommend.for_run(cfg, data, pruned, dl if cfg.dlinear else None,
+                                        finetuned=metrics["pruned_finetuned"] is not None)
             onnx_info = None
-            if "onnx" in cfg.export:
+            if "onnx" in cfg.export and recommend.export_choice(cfg.export_model, rec,
+                                                                have_dlinear=cfg.dlinear) == "dlinear":
+                with timed("export_onnx"):
+                    onnx_info = recommend.export_run_dlinear(dl, tmp / "model.onnx", opset=cfg.opset, data=data,
+                                                             levels=_quantile_levels(pruned, test))
+                with timed("onnx_latency"):
+                    from tsprune.report import ort_latency
+                    onnx_info["latency_ms"] = ort_latency(tmp / "model.onnx", context=L, batches=(1, 64),
+                                                          budget_s=4.0)
+            elif "onnx" in cfg.export:
                 from tsprune.export import export_onnx
                 with timed("export_onnx"):
                     onnx_info = export_onnx(pruned, tmp / "model.onnx", context=L, horizon=H,
@@ -363,6 +385,7 @@ def _run(cfg: RunConfig, device=None) -> dict:
                                                 "zscore_std": data.std.tolist(),
                                                 "quantiles": list(_quantile_levels(pruned, test))})
                     onnx_info["path"] = "model.onnx"
+                    onnx_info["model"] = "tsfm"
                 with timed("onnx_latency"):
                     from tsprune.report import ort_latency
                     onnx_info["latency_ms"] = ort_latency(tmp / "model.onnx", context=L,
@@ -390,10 +413,11 @@ def _run(cfg: RunConfig, device=None) -> dict:
                 "samples": samples,
                 "search": _search_report(search_json, ft),
                 "onnx": onnx_info,
+                "recommendation": rec.to_json(),
                 "timings": timings,
                 "versions": _versions(),
                 "config": {"prune": asdict(cfg.prune), "finetune": asdict(cfg.finetune),
-                           "do_finetune": cfg.do_finetune, "compare_finetune": cfg.compare_finetune,
+                           "export_model": cfg.export_model, "do_finetune": cfg.do_finetune, "compare_finetune": cfg.compare_finetune,
                            "seed": cfg.seed},
             }
             rl({"metrics": metrics, "baselines": baselines, "params": report["params"],
