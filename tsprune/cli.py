@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int,
                    help="fine-tuning epochs at most (default: 10; the paper: 1)")
     p.add_argument("--val-every", type=int, default=100,
-                   help="fine-tuning: validate every N optimizer steps and at epoch ends (default: 100; "
-                        "0: at epoch ends only)")
+                   help="fine-tuning: validate every N optimizer steps and when the run stops (default: 100; "
+                        "0: at every epoch end instead)")
     p.add_argument("--finetune-patience", dest="patience", type=int, default=3,
                    help="fine-tuning: stop after N validations without improvement (default: 3)")
     p.add_argument("--finetune-budget", dest="time_budget_s", type=float,

@@ -102,7 +102,7 @@ def _search_report(search_json, ft) -> dict | None:
         return None
     out = dict(search_json)
     if ft is not None:
-        out["grids"]["lr"] = [t["lr"] for t in ft["trials"]]
+        out["grids"]["lr"] = list(dict.fromkeys(t["lr"] for t in ft["trials"]))  # probes + the full run
         out["lr_trials"] = ft["trials"]
         out["chosen"]["lr"] = ft["lr"]
     return out

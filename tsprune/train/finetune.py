@@ -2,7 +2,7 @@
 
 All remaining weights, Adam without weight decay (or the family's optimizer), the
 family's native loss, dropout off. The run validates every ``val_every`` optimizer steps
-and at every epoch end, keeps the best weights in memory (the starting weights count as
+(or at every epoch end with 0) and when it stops, keeps the best weights in memory (the starting weights count as
 step 0), and stops when ``patience`` validations in a row did not improve, after
 ``epochs`` epochs, or when its wall-time budget is spent.
 
@@ -48,7 +48,8 @@ class FinetuneConfig:
     """lr: one learning rate or a grid; None = default_lr_grid(family).
     epochs: at most this many epochs; None = DEFAULT_MAX_EPOCHS (10).
     patience: validations in a row without improvement before the run stops.
-    val_every: optimizer steps between validations (0 = at epoch ends only).
+    val_every: optimizer steps between validations, counted across epochs (0 = at every
+      epoch end instead); the run's last steps are always validated.
     time_budget_s: wall-time budget of the whole call, lr probes and validations included
       (None = no budget); in a full-grid search every rate gets an equal share of what is left.
     lr_probe_steps: steps per rate of the grid before the best gets the full run (0 = a
@@ -87,7 +88,7 @@ class FinetuneConfig:
             if v is not None and (not _is_int(v) or v < 1):
                 raise bad_arg(f"--{name.replace('_', '-')}", v, "a positive integer or none")
         if not _is_int(self.val_every) or self.val_every < 0:
-            raise bad_arg("--val-every", self.val_every, "an integer >= 0 (steps; 0 = at epoch ends only)")
+            raise bad_arg("--val-every", self.val_every, "an integer >= 0 (steps; 0 = at every epoch end)")
         b = self.time_budget_s
         if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
                               or not math.isfinite(b) or b <= 0):
@@ -350,8 +351,8 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                         pos["stopped"] = "patience"
                 if pos["stopped"] is None and max_steps and pos["step"] >= max_steps:
                     pos["stopped"] = "steps"
-                if pos["stopped"] is None and _agree(pos["deadline"] is not None
-                                                     and clock() >= pos["deadline"]):
+                if pos["stopped"] is None and pos["deadline"] is not None \
+                        and _agree(clock() >= pos["deadline"]):  # every rank has the same deadline
                     pos["stopped"] = "budget"
                 if pos["stopped"] is not None:
                     break
@@ -360,7 +361,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
             bar.close()
             if pos["stopped"] is None:  # the epoch is over
                 pos.update(epoch=epoch + 1, batch=0)
-                if not is_probe and pos["last_val_step"] != pos["step"]:
+                if not is_probe and not cfg.val_every and pos["last_val_step"] != pos["step"]:
                     check(lr, is_probe)
                     if pos["stale"] >= cfg.patience:
                         pos["stopped"] = "patience"
