@@ -3,12 +3,11 @@ kept, patience in validations, time budget, lr probes over one grid, validation 
 requested horizon rolled out past the output patch, the paper's recipe still reachable."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
-from helpers import TINY_TIMESFM25, synthetic_frame, tiny_task  # noqa: F401  (one_thread autouse)
-from helpers import one_thread  # noqa: F401
-
-import sys
+from helpers import TINY_TIMESFM25, one_thread, synthetic_frame, tiny_task  # noqa: F401  (one_thread: autouse)
 
 import tsprune.train.finetune  # noqa: F401
 from tsprune.errors import UserError
