@@ -23,7 +23,7 @@ ALIASES = {"data": "path", "finetune_epochs": "epochs", "search_ratios": "ratios
            "search_emas": "emas", "search_calib_samples": "calib_samples",
            "search_val_samples": "val_samples"}
 # fields without a flag (documented in docs/api.md)
-API_ONLY = {"prune.min_steps", "prune.patience", "finetune.patience", "finetune.grad_clip", "command"}
+API_ONLY = {"prune.min_steps", "prune.patience", "finetune.grad_clip", "command"}
 # values for flags whose type says too little
 VALUES = {"--model": "some/model", "--target": "x1", "--date-col": "date", "--split": "0.6,0.2,0.2",
           "--lr": "0.001,0.0003", "--search-ratios": "0.1,0.2", "--search-emas": "0.3",

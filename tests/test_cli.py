@@ -44,7 +44,8 @@ def _one_line_error(r, *needles):
 def test_end_to_end_on_generated_series(tiny_dir, csv_path, tmp_path):
     out = tmp_path / "X"
     r = tsprune("prune", "--model", tiny_dir, "--data", csv_path, "--context", 128, "--horizon", 24,
-                "--split", "0.7,0.1,0.2", "--ratio", 0.3, "--export", "onnx", "--out", out,
+                "--split", "0.7,0.1,0.2", "--ratio", 0.3, "--export", "onnx", "--export-model", "tsfm",
+                "--out", out,
                 "--lr", "1e-4,1e-5", "--compare-finetune", "--quiet", "--val-samples", 256,
                 "--train-samples", 512)
     assert r.returncode == 0, r.stderr

@@ -117,10 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip fine-tuning: the pruned model is saved and exported as pruned")
     p.add_argument("--compare-finetune", action="store_true", help="also fine-tune the dense model")
     p.add_argument("--lr", type=_floats("--lr"), help="learning rate, or a comma-separated grid chosen by validation")
-    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the family's)")
+    p.add_argument("--finetune-epochs", type=int,
+                   help="fine-tuning epochs at most (default: 10; the paper: 1)")
+    p.add_argument("--val-every", type=int, default=100,
+                   help="fine-tuning: validate every N optimizer steps and when the run stops (default: 100; "
+                        "0: at every epoch end instead)")
+    p.add_argument("--finetune-patience", dest="patience", type=int, default=3,
+                   help="fine-tuning: stop after N validations without improvement (default: 3)")
+    p.add_argument("--finetune-budget", dest="time_budget_s", type=float,
+                   help="fine-tuning wall-time budget in seconds per fine-tuned model, lr probes "
+                        "included (default: none)")
+    p.add_argument("--lr-probe-steps", type=int, default=50,
+                   help="steps each lr of the grid trains before the best gets the full run "
+                        "(default: 50; 0: a full run per lr)")
+    p.add_argument("--val-metric", choices=["forecast_mse", "loss"], default="forecast_mse",
+                   help="fine-tuning validation: forecast_mse at --horizon, rolled out past the output "
+                        "patch (default), or loss (the family's loss over its output patch: the paper)")
     p.add_argument("--train-samples", type=int, help="subsample train windows for fine-tuning")
     p.add_argument("--no-dlinear", dest="dlinear", action="store_false", help="skip the DLinear baseline")
     p.add_argument("--export", action="append", default=[], choices=["onnx"], help="export format")
+    p.add_argument("--export-model", choices=["auto", "tsfm", "dlinear"], default="auto",
+                   help="what --export writes to model.onnx: auto (default: the model the report "
+                        "recommends by validation MSE), tsfm (the pruned model) or dlinear")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds window subsampling, batch order and DLinear (default: 0)")
@@ -191,11 +209,14 @@ def prune_config(a):
                           calib_samples=a.calib_samples, val_samples=a.val_samples,
                           scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
-                                train_samples=a.train_samples, val_samples=a.val_samples, seed=a.seed),
+                                train_samples=a.train_samples, val_samples=a.val_samples, seed=a.seed,
+                                patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,
+                                lr_probe_steps=a.lr_probe_steps, val_metric=a.val_metric),
         search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
                             calib_samples=a.search_calib_samples,
                             val_samples=a.search_val_samples) if a.search else None,
         do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
+        export_model=a.export_model,
         opset=a.opset, dlinear=a.dlinear, seed=a.seed,
         command="tsprune " + " ".join(shlex.quote(s) for s in getattr(a, "argv", sys.argv[1:])), log_file=a.log_file,
         quiet=a.quiet, verbose=a.verbose, resume=a.resume, device=a.device)
@@ -212,6 +233,9 @@ def _cmd_prune(a) -> int:
           f"(sparsity {r['sparsity']:.1%}); test MSE zero-shot {m['zero_shot']['mse']:.4f}, "
           f"pruned{'+fine-tuned' if m.get('pruned_finetuned') else ''} {best['mse']:.4f}"
           + (f"; ONNX max abs err {r['onnx']['max_abs_err']:.1e}" if r.get("onnx") else ""))
+    if r.get("recommendation"):
+        print(r["recommendation"]["headline"]
+              + (f" model.onnx holds {r['onnx'].get('model', 'tsfm')}." if r.get("onnx") else ""))
     return 0
 
 

@@ -32,6 +32,10 @@ from tsprune.report import forecast_samples, ort_latency, write_reports
 from tsprune.runlog import RunLog, log_to_file, log_to_stderr
 from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
+from tsprune.train.finetune import DEFAULT_MAX_EPOCHS
+from tsprune.train.lr_grid import default_lr_grid
+from tsprune.train.validation import val_windows
+from tsprune import recommend
 
 log = logging.getLogger("tsprune")
 
@@ -58,6 +62,7 @@ class RunConfig:
     do_finetune: bool = True
     compare_finetune: bool = False
     export: tuple[str, ...] = ()
+    export_model: str = "auto"  # what --export writes: auto (tsprune.recommend), tsfm or dlinear
     opset: int = 18
     dlinear: bool = True
     seed: int = 0
@@ -72,6 +77,7 @@ class RunConfig:
         for e in self.export:
             if e not in ("onnx",):
                 raise bad_arg("--export", e, "'onnx'")
+        recommend.export_choice(self.export_model, None, have_dlinear=self.dlinear)
         if not isinstance(self.opset, int) or not 18 <= self.opset <= 23:
             raise bad_arg("--opset", self.opset, "an integer from 18 to 23")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
@@ -97,7 +103,7 @@ def _metrics(d: dict) -> dict:
 
 
 def _with_lr_grid(ft_cfg, fam):
-    return ft_cfg if ft_cfg.lr is not None else dataclasses.replace(ft_cfg, lr=tuple(fam.lr_grid))
+    return ft_cfg if ft_cfg.lr is not None else dataclasses.replace(ft_cfg, lr=default_lr_grid(fam))
 
 
 def _search_report(search_json, ft) -> dict | None:
@@ -105,7 +111,7 @@ def _search_report(search_json, ft) -> dict | None:
         return None
     out = dict(search_json)
     if ft is not None:
-        out["grids"]["lr"] = [t["lr"] for t in ft["trials"]]
+        out["grids"]["lr"] = list(dict.fromkeys(t["lr"] for t in ft["trials"]))  # probes + the full run
         out["lr_trials"] = ft["trials"]
         out["chosen"]["lr"] = ft["lr"]
     return out
@@ -178,7 +184,7 @@ class Job:
         # checkpoints are for single-process --resume
         self.ck = work / "checkpoints" if work is not None and world()[1] == 1 else None
         self.model = self.data = self.train = self.val = self.test = None
-        self.plan = self.pruned = self.dense = None
+        self.plan = self.pruned = self.dense = self.dlinear = self.rec = None
 
     def phase_log(self, name: str):
         return self.rl.phase(name) if self.rl is not None else None
@@ -209,6 +215,7 @@ def _load(j: Job) -> None:
     j.model.check_context(j.cfg.data.context)
     j.data = prepare(j.cfg.data)
     j.train_h, j.train, j.val = _windows(j.cfg, j.model, j.data)
+    j.val_ft = val_windows(j.data, j.val, j.cfg.data.horizon)  # fine-tuning validates at --horizon
     j.test = j.data.windows("test", stride=j.cfg.data.test_stride)  # TSLib: every window (1)
 
 
@@ -218,7 +225,7 @@ def _zero_shot(j: Job) -> dict:
 
 def _finetune_dense(j: Job) -> dict:
     j.dense = j.model.clone()
-    ft = finetune(j.dense, j.train, j.val, j.ft_config(), show_progress=j.show, log=j.phase_log("finetune_dense"),
+    ft = finetune(j.dense, j.train, j.val_ft, j.ft_config(), show_progress=j.show, log=j.phase_log("finetune_dense"),
                   checkpoint=j.checkpoint("finetune_dense"))
     if not j.worker:
         j.dense.save(j.work / "checkpoints" / "dense_finetuned")
@@ -265,7 +272,7 @@ def _pruned_eval(j: Job) -> dict:
 
 
 def _finetune_pruned(j: Job) -> dict:
-    ft = finetune(j.pruned, j.train, j.val, j.ft_config(), show_progress=j.show,
+    ft = finetune(j.pruned, j.train, j.val_ft, j.ft_config(), show_progress=j.show,
                   log=j.phase_log("finetune_pruned"), checkpoint=j.checkpoint("finetune_pruned"))
     if not j.worker:
         j.pruned.save(j.work / "checkpoints" / "pruned_finetuned")
@@ -290,9 +297,16 @@ def _baselines(j: Job) -> dict:
     out = {"seasonal_naive": _metrics(evaluate_seasonal_naive(j.test, data.season, horizons=[H]))}
     out["seasonal_naive"]["season"] = data.season
     if cfg.dlinear:
-        dl = train_dlinear(data, cfg.data.context, H, seed=cfg.seed, progress=j.show)
-        out["dlinear"] = _metrics(evaluate_forecaster(dl, j.test, horizons=[H]))
+        # per-window normalisation: the DLinear that --export-model can deploy (tsprune.recommend)
+        j.dlinear = train_dlinear(data, cfg.data.context, H, seed=cfg.seed, progress=j.show, instance_norm=True)
+        out["dlinear"] = _metrics(evaluate_forecaster(j.dlinear, j.test, horizons=[H]))
     return out
+
+
+def _recommend(j: Job) -> dict:
+    """Which model to deploy, on validation at --horizon (issue 20: a baseline may win)."""
+    j.rec = recommend.for_run(j.cfg, j.data, j.pruned, j.dlinear, finetuned=j.cfg.do_finetune)
+    return j.rec.to_json()
 
 
 def _save(j: Job) -> None:
@@ -304,6 +318,9 @@ def _save(j: Job) -> None:
 def _export_onnx(j: Job) -> dict:
     from tsprune.export import export_onnx  # lazy: onnx and the dynamo exporter are heavy
     data = j.data
+    if recommend.export_choice(j.cfg.export_model, j.rec, have_dlinear=j.cfg.dlinear) == "dlinear":
+        return recommend.export_run_dlinear(j.dlinear, j.work / "model.onnx", opset=j.cfg.opset, data=data,
+                                            levels=_quantile_levels(j.pruned, j.test))
     info = export_onnx(j.pruned, j.work / "model.onnx", context=j.cfg.data.context,
                        horizon=j.cfg.data.horizon, opset=j.cfg.opset, metadata={
                            "columns": list(data.columns),
@@ -313,6 +330,7 @@ def _export_onnx(j: Job) -> dict:
                            "zscore_std": data.std.tolist(),
                            "quantiles": list(_quantile_levels(j.pruned, j.test))})
     info["path"] = "model.onnx"
+    info["model"] = "tsfm"
     return info
 
 
@@ -348,8 +366,10 @@ PHASES = (
           when=_wants_finetune, output=True),
     Phase("samples", _samples, needs=("apply",), output=True, persist=False),
     Phase("baselines", _baselines, output=True, persist=False),
+    Phase("recommend", _recommend, needs=("apply", "baselines"), output=True, persist=False),
     Phase("save", _save, needs=("apply",), output=True, persist=False),
-    Phase("export_onnx", _export_onnx, needs=("save",), when=_wants_onnx, output=True, persist=False),
+    Phase("export_onnx", _export_onnx, needs=("save", "recommend"), when=_wants_onnx, output=True,
+          persist=False),
     Phase("onnx_latency", _onnx_latency, needs=("export_onnx",), when=_wants_onnx, output=True,
           persist=False),
 )
@@ -427,6 +447,7 @@ def _report(j: Job, timings: dict) -> dict:
         "samples": r["samples"],
         "search": _search_report(r["score"]["search"], ft),
         "onnx": onnx_info,
+        "recommendation": r["recommend"],
         "timings": timings,
         "versions": _versions(),
         "config": _effective_config(j, ft),
@@ -438,12 +459,12 @@ def _effective_config(j: Job, ft: dict | None) -> dict:
     cfg, fam = j.cfg, j.model.family
     prune = {**asdict(cfg.prune), "ratio": j.plan.config["ratio"], "max_epochs": j.plan.config["max_epochs"]}
     finetune = asdict(j.ft_config())
-    finetune["epochs"] = cfg.finetune.epochs or fam.finetune_epochs
+    finetune["epochs"] = cfg.finetune.epochs or DEFAULT_MAX_EPOCHS
     if ft is not None:
-        finetune["lr"] = [t["lr"] for t in ft["trials"]] or [ft["lr"]]
+        finetune["lr"] = list(dict.fromkeys(t["lr"] for t in ft["trials"])) or [ft["lr"]]
     elif finetune["lr"] is None:
-        finetune["lr"] = [fam.default_lr]
-    return {"prune": prune, "finetune": finetune, "do_finetune": cfg.do_finetune,
+        finetune["lr"] = list(default_lr_grid(fam))
+    return {"prune": prune, "finetune": finetune, "export_model": cfg.export_model, "do_finetune": cfg.do_finetune,
             "compare_finetune": cfg.compare_finetune, "seed": cfg.seed}
 
 

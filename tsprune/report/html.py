@@ -360,6 +360,12 @@ def reproduce_section(r: dict) -> str:
     return "".join(out)
 
 
+def _recommendation(r: dict) -> str:
+    """The recommendation's headline (tsprune.recommend), first on the page."""
+    rec = r.get("recommendation") or {}
+    return f'<p class="note"><strong>{escape(rec["headline"])}</strong></p>' if rec.get("headline") else ""
+
+
 def render_html(r: dict) -> str:
     """The whole page as a string."""
     d = r.get("data") or {}
@@ -382,5 +388,5 @@ def render_html(r: dict) -> str:
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
-            f"<h1>{escape(title)}</h1><p class=\"sub\">{sub}</p>{summary_cards(r)}{body}"
+            f"{_recommendation(r)}<h1>{escape(title)}</h1><p class=\"sub\">{sub}</p>{summary_cards(r)}{body}"
             "</main></body></html>")

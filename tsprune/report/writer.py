@@ -22,6 +22,11 @@ Stable keys of report.json:
                                          windows: [{column, row, context, truth}],
                                          forecasts: {dense|pruned: {point, levels, quantiles}}}
   search                                 optional; rendered generically when present
+  recommendation                         {deploy, best, val_mse: {tsfm, dlinear, seasonal_naive},
+                                         tsfm_label, windows, horizon, headline}: the model to
+                                         deploy by validation MSE (tsprune.recommend); its
+                                         headline is report.md's first line
+  onnx.model                             which model model.onnx holds: tsfm or dlinear
   command, versions                      the exact command line and package versions
   timings                                seconds per phase, and total
 """
@@ -37,7 +42,9 @@ def _fmt(x, nd=4):
 
 def render_markdown(r: dict) -> str:
     m, b = r["metrics"], r["baselines"]
-    lines = [f"# tsprune report: {r['family']} on {Path(r['data']['path']).name}", ""]
+    rec = r.get("recommendation")
+    lines = [f"**{rec['headline']}**", ""] if rec else []
+    lines += [f"# tsprune report: {r['family']} on {Path(r['data']['path']).name}", ""]
     lines += [f"`{r['command']}`" if r.get("command") else "", ""]
     d = r["data"]
     lines += [f"Data: {d['rows']} rows x {len(d['columns'])} channels ({', '.join(d['columns'])}), "
@@ -101,13 +108,21 @@ def render_markdown(r: dict) -> str:
         lines.append("")
     ft = r["finetune"]["pruned"]
     if ft:
+        how = ""
+        if ft.get("stopped"):
+            how = (f", {ft.get('steps_run')} steps, best at step {ft.get('best_step')}, stopped by "
+                   f"{ft['stopped']}; validation {ft.get('val_metric')} at horizon {ft.get('val_horizon')}"
+                   + (" (rolled out)" if ft.get("rolled_out") else ""))
         lines += ["## Fine-tuning (pruned model)", "",
                   f"chosen lr {ft['lr']:g} (validation {ft['val_loss_before']:.4f} -> {ft['val_loss']:.4f}), "
-                  f"{ft['epochs_run']} epoch(s); trials: " +
-                  ", ".join(f"lr {t['lr']:g}: {t['val_loss']:.4f}" for t in ft["trials"]), ""]
+                  f"{ft['epochs_run']} epoch(s){how}; trials: " +
+                  ", ".join(f"lr {t['lr']:g}{' probe' if 'probe_steps' in t else ''}: {t['val_loss']:.4f}"
+                            for t in ft["trials"]), ""]
     if r.get("onnx"):
         o = r["onnx"]
-        lines += ["## ONNX", "", f"`{o['path']}`: opset {o['opset']}, {o['bytes'] / 1e6:.2f} MB, "
+        held = {"dlinear": " (the DLinear baseline, as recommended)", "tsfm": " (the pruned TSFM)"}
+        lines += ["## ONNX", "", f"`{o['path']}`{held.get(o.get('model'), '')}: opset {o['opset']}, "
+                  f"{o['bytes'] / 1e6:.2f} MB, "
                   f"max abs error vs torch {o['max_abs_err']:.2e} on {o['providers']}.", ""]
         lat = o.get("latency_ms") or {}
         per_b = [f"batch {b}: {v['median_ms']:.2f} ms" for b, v in lat.items() if str(b).isdigit()]

@@ -1,37 +1,77 @@
-"""Full fine-tuning (METHOD.md section 5): all remaining weights, Adam without weight
-decay (or the family's optimizer), the family's native loss, dropout off, validation
-after every epoch with early stopping, best model kept; a learning-rate grid is chosen by
-validation loss."""
+"""Budgeted full fine-tuning by validation (METHOD.md section 5, issue 20).
+
+All remaining weights, Adam without weight decay (or the family's optimizer), the
+family's native loss, dropout off. The run validates every ``val_every`` optimizer steps
+(or at every epoch end with 0) and when it stops, keeps the best weights in memory (the starting weights count as
+step 0), and stops when ``patience`` validations in a row did not improve, after
+``epochs`` epochs, or when its wall-time budget is spent.
+
+The learning rate comes from a grid (default: the family's, extended upwards,
+tsprune.train.lr_grid). With ``lr_probe_steps`` > 0 every rate of the grid first trains
+that many steps from the same starting weights on the same batches, the rate with the
+best validation then gets the full run; with 0 every rate gets a full run (the paper).
+The dense and the pruned arms of a comparison get the same grid, probe and budget.
+
+Validation uses the validation windows' own horizon (tsprune.train.validation): pass
+windows at the horizon the user asked for and the forecast is rolled out when that is
+longer than the model's output patch.
+
+The paper's recipe: ``FinetuneConfig(lr=(3e-5,), epochs=1, patience=1, val_every=0,
+lr_probe_steps=0, val_metric="loss")``.
+"""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from tsprune.distributed import world
 from tsprune.errors import bad_arg
 from tsprune.progress import progress
-from tsprune.prune.engine import masked_loss
 from tsprune.state import load_state, optimizer_from_tensors, optimizer_to_tensors, save_state
+
+from .lr_grid import default_lr_grid
+from .validation import METRICS, rolls_out, validate
+
+DEFAULT_MAX_EPOCHS = 10
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """lr: one learning rate or a grid (chosen by validation); None = the family default.
-    epochs: None = the family default. patience: epochs without improvement before stopping.
-    train_samples / val_samples: optional subsampling of windows."""
+    """lr: one learning rate or a grid; None = default_lr_grid(family).
+    epochs: at most this many epochs; None = DEFAULT_MAX_EPOCHS (10).
+    patience: validations in a row without improvement before the run stops.
+    val_every: optimizer steps between validations, counted across epochs (0 = at every
+      epoch end instead); the run's last steps are always validated.
+    time_budget_s: wall-time budget of the whole call, lr probes and validations included
+      (None = no budget); in a full-grid search every rate gets an equal share of what is left.
+    lr_probe_steps: steps per rate of the grid before the best gets the full run (0 = a
+      full run per rate).
+    val_metric: "forecast_mse" (point forecast at the validation horizon, rolled out) or
+      "loss" (the family's native loss over the first output patch).
+    train_samples / val_samples: optional seeded subsampling of windows."""
 
     lr: tuple[float, ...] | None = None
     epochs: int | None = None
     batch_size: int = 64
-    patience: int = 1
+    patience: int = 3
     train_samples: int | None = None
     val_samples: int | None = 4096
     grad_clip: float | None = None
     seed: int = 0
+    val_every: int = 100
+    time_budget_s: float | None = None
+    lr_probe_steps: int = 50
+    val_metric: str = "forecast_mse"
 
     def __post_init__(self):
         if self.lr is not None:
@@ -39,27 +79,49 @@ class FinetuneConfig:
             if not lrs or any((not isinstance(x, (int, float))) or not (0 < x < 1) for x in lrs):
                 raise bad_arg("--lr", self.lr, "one or more learning rates in (0, 1)")
             object.__setattr__(self, "lr", tuple(float(x) for x in lrs))
-        if self.epochs is not None and self.epochs < 1:
+        if self.epochs is not None and (not _is_int(self.epochs) or self.epochs < 1):
             raise bad_arg("--finetune-epochs", self.epochs, "an integer >= 1")
-        if self.batch_size < 1:
+        if not _is_int(self.batch_size) or self.batch_size < 1:
             raise bad_arg("--batch-size", self.batch_size, "an integer >= 1")
-        if self.patience < 1:
-            raise bad_arg("--patience", self.patience, "an integer >= 1")
+        if not _is_int(self.patience) or self.patience < 1:
+            raise bad_arg("--finetune-patience", self.patience, "an integer >= 1 (validations)")
         for name in ("train_samples", "val_samples"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            if v is not None and (not _is_int(v) or v < 1):
                 raise bad_arg(f"--{name.replace('_', '-')}", v, "a positive integer or none")
+        if not _is_int(self.val_every) or self.val_every < 0:
+            raise bad_arg("--val-every", self.val_every, "an integer >= 0 (steps; 0 = at every epoch end)")
+        b = self.time_budget_s
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                              or not math.isfinite(b) or b <= 0):
+            raise bad_arg("--finetune-budget", b, "a number of seconds > 0, or none")
+        if not _is_int(self.lr_probe_steps) or self.lr_probe_steps < 0:
+            raise bad_arg("--lr-probe-steps", self.lr_probe_steps,
+                          "an integer >= 0 (0 = a full run per learning rate)")
+        if self.val_metric not in METRICS:
+            raise bad_arg("--val-metric", self.val_metric, " or ".join(METRICS))
 
 
 @dataclass
 class FinetuneResult:
+    """The chosen run: lr, its best validation figure (val_loss) and the starting one
+    (val_loss_before); epochs_run / steps_run of that run, the step of its best weights
+    (best_step, 0 = the starting weights), why it stopped ("patience", "epochs", "budget").
+    trials: one dict per probe and per full run; history: the chosen run's validations."""
+
     lr: float
     val_loss: float
     val_loss_before: float
     epochs_run: int
-    trials: list[dict] = field(default_factory=list)   # one per learning rate
-    history: list[dict] = field(default_factory=list)  # of the chosen lr
+    trials: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    steps_run: int = 0
+    best_step: int = 0
+    stopped: str = ""
+    val_metric: str = "forecast_mse"
+    val_horizon: int = 0
+    rolled_out: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -87,6 +149,15 @@ class _LossModule(nn.Module):
         return loss if aux is None else loss + aux
 
 
+def _agree(flag: bool) -> bool:
+    """True on every rank when it is true on any (a wall-clock decision must be shared)."""
+    if world()[1] == 1:
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _clone_state(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -110,21 +181,32 @@ class _Ckpt:
         return None if self.path is None else load_state(self.path)
 
 
+def _fresh_run(v0: float) -> dict:
+    """The per-run part of the position (one learning rate, probe or full run)."""
+    return {"epoch": 0, "batch": 0, "step": 0, "tot": 0.0, "n": 0, "stale": 0, "run_best_val": v0,
+            "run_best_step": 0, "last_val_step": 0, "history": [], "stopped": None, "deadline": None}
+
+
 def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
              show_progress: bool = True, log=None, checkpoint=None,
              checkpoint_every_s: float = 120.0) -> FinetuneResult:
-    """Fine-tune ``model`` (TSModel) in place on window datasets; keep the best weights
-    (the starting weights count as epoch 0). Returns the figures of every trial.
+    """Fine-tune ``model`` (TSModel) in place on window datasets and leave it holding the best
+    weights found (the starting weights count as step 0).
 
+    train: windows (context (B, L), target (B, h)) with h <= the model's output patch for
+      the loss; val: windows at the horizon to validate on (may be longer: rolled out).
     checkpoint: a directory; the run saves its state there every ``checkpoint_every_s``
       seconds and at every epoch end, and a call with the same arguments continues from
-      the last checkpoint (same batches, same optimizer state).
+      the last checkpoint (same batches, same optimizer state; a time budget counts the
+      seconds already spent).
     Under torch.distributed (torchrun) each rank trains on its share of every batch inside
-    DistributedDataParallel; the losses are scaled so that the gradients equal one process's.
+    DistributedDataParallel; the losses are scaled so that the gradients equal one process's,
+    and the decision to stop on the time budget is shared by all ranks.
     """
     t0 = time.time()
-    lrs = cfg.lr or (model.family.default_lr,)
-    epochs = cfg.epochs or model.family.finetune_epochs
+    grid = tuple(cfg.lr) if cfg.lr else default_lr_grid(model.family)
+    epochs = cfg.epochs or DEFAULT_MAX_EPOCHS
+    probe = cfg.lr_probe_steps if len(grid) > 1 else 0
     if cfg.train_samples:
         train = train.subset(cfg.train_samples, seed=cfg.seed)
     if cfg.val_samples:
@@ -133,36 +215,64 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
     module = model.module
     rank, n_proc = world()
     ck = _Ckpt(checkpoint, checkpoint_every_s)
-    fingerprint = json.loads(json.dumps({"cfg": asdict(cfg), "lrs": list(lrs), "epochs": epochs,
-                                         "n_train": len(train), "n_val": len(val), "world": n_proc}))
+    fingerprint = json.loads(json.dumps({"cfg": asdict(cfg), "lrs": list(grid), "epochs": epochs,
+                                         "probe": probe, "n_train": len(train), "n_val": len(val),
+                                         "val_horizon": val.horizon, "world": n_proc}))
     st = ck.load()
     if st is not None and st[1].get("fingerprint") != fingerprint:
         st = None
+    S: dict = {"run_best": None, "best_state": None}  # weights kept in memory
     if st is None:
-        v0 = masked_loss(model, None, val)
+        v0 = validate(model, val, cfg.val_metric)
         start = _clone_state(module)
-        pos = {"lr_i": 0, "epoch": 0, "batch": 0, "tot": 0.0, "n": 0, "stale": 0,
-               "run_best_val": v0, "history": [], "trials": [], "best": None}
-        best_state, run_best = None, None
+        queue = [[lr, probe, True] for lr in grid] if probe else [[lr, 0, False] for lr in grid]
+        pos = {"queue": queue, "qi": 0, "elapsed": 0.0, "trials": [], "best": None, **_fresh_run(v0)}
         opt_t, opt_m = None, None
     else:
         tens, meta = st
         v0, pos = meta["v0"], meta["pos"]
         start = {k[6:]: v for k, v in tens.items() if k.startswith("start.")}
         module.load_state_dict({k[6:]: v for k, v in tens.items() if k.startswith("model.")})
-        run_best = {k[4:]: v for k, v in tens.items() if k.startswith("run.")} or None
-        best_state = {k[5:]: v for k, v in tens.items() if k.startswith("best.")} or None
-        opt_t, opt_m = {k: v for k, v in tens.items() if k.startswith("opt.")}, meta.get("opt")
+        S["run_best"] = {k[4:]: v for k, v in tens.items() if k.startswith("run.")} or None
+        S["best_state"] = {k[5:]: v for k, v in tens.items() if k.startswith("best.")} or None
+        opt_t = {k: v for k, v in tens.items() if k.startswith("opt.")} or None
+        opt_m = meta.get("opt")
+    base_elapsed, t_resume = pos["elapsed"], time.time()
+
+    def clock() -> float:  # seconds spent by this fine-tuning, across resumes
+        return base_elapsed + time.time() - t_resume
 
     def save_ck(opt):
+        pos["elapsed"] = clock()
         t, m = optimizer_to_tensors(opt) if opt is not None else ({}, None)
         tensors = {**{f"model.{k}": v for k, v in module.state_dict().items()},
                    **{f"start.{k}": v for k, v in start.items()}, **t}
-        if run_best is not None:
-            tensors.update({f"run.{k}": v for k, v in run_best.items()})
-        if best_state is not None:
-            tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        if S["run_best"] is not None:
+            tensors.update({f"run.{k}": v for k, v in S["run_best"].items()})
+        if S["best_state"] is not None:
+            tensors.update({f"best.{k}": v for k, v in S["best_state"].items()})
         ck.save(tensors, {"fingerprint": fingerprint, "v0": v0, "pos": pos, "opt": m})
+
+    def epoch_no() -> int:  # 1-based epoch of the latest step
+        return pos["epoch"] + (1 if pos["batch"] else 0)
+
+    def check(lr: float, is_probe: bool) -> None:
+        """Validate now; keep the run's best weights (full runs only)."""
+        v = validate(model, val, cfg.val_metric)
+        rec = {"lr": lr, "epoch": epoch_no(), "step": pos["step"],
+               "train_loss": pos["tot"] / max(pos["n"], 1), "val_loss": v, "seconds": round(clock(), 2)}
+        if is_probe:
+            rec["probe"] = True
+        pos["history"].append(rec)
+        if log:
+            log(rec)
+        if v < pos["run_best_val"]:
+            pos.update(run_best_val=v, run_best_step=pos["step"], stale=0)
+            if not is_probe:
+                S["run_best"] = _clone_state(module)
+        else:
+            pos["stale"] += 1
+        pos.update(tot=0.0, n=0, last_val_step=pos["step"])
 
     for p in module.parameters():
         p.requires_grad_(True)
@@ -172,21 +282,30 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         from torch.nn.parallel import DistributedDataParallel
         # some heads may be unused by the loss (e.g. an unused quantile head)
         step_module = DistributedDataParallel(step_module, find_unused_parameters=True)
-    while pos["lr_i"] < len(lrs):
-        lr = lrs[pos["lr_i"]]
+    budget = cfg.time_budget_s
+    while pos["qi"] < len(pos["queue"]):
+        lr, max_steps, is_probe = pos["queue"][pos["qi"]]
         fresh = pos["epoch"] == 0 and pos["batch"] == 0 and opt_t is None
         if fresh:
             module.load_state_dict(start)
-            run_best = None
+            S["run_best"] = None
+            if budget is not None:  # a full run shares what is left with the full runs after it
+                full_left = sum(1 for q in pos["queue"][pos["qi"]:] if not q[2]) if not is_probe else 1
+                pos["deadline"] = budget if is_probe else clock() + max(budget - clock(), 0.0) / full_left
         opt = _optimizer(model, lr)
         if opt_t is not None:
             optimizer_from_tensors(opt, opt_t, opt_m)
             opt_t = opt_m = None
-        while pos["epoch"] < epochs and pos["stale"] < cfg.patience:
+        if pos["epoch"] >= epochs:
+            pos["stopped"] = pos["stopped"] or "epochs"
+        while pos["stopped"] is None:
             epoch = pos["epoch"]
             module.eval()  # dropout off (METHOD.md s.5); gradients still flow
-            bar = progress(total=len(train), desc=f"finetune lr={lr:g} epoch {epoch + 1}/{epochs}",
-                           unit="win", disable=not show_progress or rank != 0)
+            n_win = len(train) if not max_steps else min(len(train), (max_steps - pos["step"]
+                                                                      + pos["batch"]) * cfg.batch_size)
+            what = "probe" if is_probe else f"epoch {epoch + 1}/{epochs}"
+            bar = progress(total=n_win, desc=f"finetune lr={lr:g} {what}", unit="win",
+                           disable=not show_progress or rank != 0)
             for i, (c, t) in enumerate(train.batches(cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)):
                 if i < pos["batch"]:
                     bar.update(c.shape[0])
@@ -207,42 +326,67 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                     torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
                 opt.step()
                 if n_proc > 1:
-                    import torch.distributed as dist
                     lt = torch.tensor([lv], dtype=torch.float64)
                     dist.all_reduce(lt)
                     lv = float(lt)
                 pos["tot"] += lv
                 pos["n"] += c.shape[0]
                 pos["batch"] = i + 1
+                pos["step"] += 1
                 bar.update(c.shape[0])
-                bar.set_postfix(loss=f"{pos['tot'] / pos['n']:.4f}")
+                post = {"loss": f"{pos['tot'] / max(pos['n'], 1):.4f}", "val": f"{pos['run_best_val']:.4f}"}
+                if pos["deadline"] is not None:
+                    post["left"] = f"{max(pos['deadline'] - clock(), 0):.0f}s"
+                bar.set_postfix(**post)
+                if not is_probe and cfg.val_every and pos["step"] % cfg.val_every == 0:
+                    check(lr, is_probe)
+                    if pos["stale"] >= cfg.patience:
+                        pos["stopped"] = "patience"
+                if pos["stopped"] is None and max_steps and pos["step"] >= max_steps:
+                    pos["stopped"] = "steps"
+                if pos["stopped"] is None and pos["deadline"] is not None \
+                        and _agree(clock() >= pos["deadline"]):  # every rank has the same deadline
+                    pos["stopped"] = "budget"
+                if pos["stopped"] is not None:
+                    break
                 if ck.due():
                     save_ck(opt)
             bar.close()
-            v = masked_loss(model, None, val)
-            rec = {"lr": lr, "epoch": epoch + 1, "train_loss": pos["tot"] / max(pos["n"], 1), "val_loss": v}
-            pos["history"].append(rec)
-            if log:
-                log(rec)
-            if v < pos["run_best_val"]:
-                pos["run_best_val"], run_best, pos["stale"] = v, _clone_state(module), 0
-            else:
-                pos["stale"] += 1
-            pos.update(epoch=epoch + 1, batch=0, tot=0.0, n=0)
+            if pos["stopped"] is None:  # the epoch is over
+                pos.update(epoch=epoch + 1, batch=0)
+                if not is_probe and not cfg.val_every and pos["last_val_step"] != pos["step"]:
+                    check(lr, is_probe)
+                    if pos["stale"] >= cfg.patience:
+                        pos["stopped"] = "patience"
+                if pos["stopped"] is None and pos["epoch"] >= epochs:
+                    pos["stopped"] = "epochs"
             save_ck(opt)
-        # the run for this lr is over: its best (or the start when nothing improved)
-        v = pos["run_best_val"]
-        pos["trials"].append({"lr": lr, "val_loss": v, "epochs": pos["epoch"], "improved": v < v0})
-        if pos["best"] is None or v < pos["best"]["val_loss"]:
-            pos["best"] = {"lr": lr, "val_loss": v, "history": pos["history"], "epochs": pos["epoch"]}
-            best_state = run_best if run_best is not None else {k: x.clone() for k, x in start.items()}
-        pos.update(lr_i=pos["lr_i"] + 1, epoch=0, batch=0, tot=0.0, n=0, stale=0,
-                   run_best_val=v0, history=[])
-        run_best = None
+        if pos["last_val_step"] != pos["step"]:  # the steps since the last validation count too
+            check(lr, is_probe)
+        # the run for this lr is over: a probe scores its last validation, a full run its best
+        v = pos["history"][-1]["val_loss"] if is_probe and pos["history"] else pos["run_best_val"]
+        trial = {"lr": lr, "val_loss": v, "epochs": epoch_no(),
+                 "steps": pos["step"], "best_step": 0 if is_probe else pos["run_best_step"],
+                 "stopped": pos["stopped"], "improved": v < v0}
+        if is_probe:
+            trial["probe_steps"] = max_steps
+        pos["trials"].append(trial)
+        if not is_probe and (pos["best"] is None or v < pos["best"]["val_loss"]):
+            pos["best"] = {**trial, "history": pos["history"]}
+            S["best_state"] = S["run_best"] if S["run_best"] is not None else \
+                {k: x.clone() for k, x in start.items()}
+        if is_probe and not any(q[2] for q in pos["queue"][pos["qi"] + 1:]):
+            probes = [tr for tr in pos["trials"] if "probe_steps" in tr]
+            chosen = min(probes, key=lambda tr: tr["val_loss"])["lr"]
+            pos["queue"].append([chosen, 0, False])
+        pos.update(qi=pos["qi"] + 1, **_fresh_run(v0))
+        S["run_best"] = None
         save_ck(None)
     b = pos["best"]
-    module.load_state_dict(best_state)
+    module.load_state_dict(S["best_state"])
     module.eval()
-    return FinetuneResult(lr=b["lr"], val_loss=b["val_loss"], val_loss_before=v0,
-                          epochs_run=b["epochs"], trials=pos["trials"], history=b["history"],
-                          seconds=time.time() - t0)
+    return FinetuneResult(lr=b["lr"], val_loss=b["val_loss"], val_loss_before=v0, epochs_run=b["epochs"],
+                          trials=pos["trials"], history=b["history"], seconds=time.time() - t0,
+                          steps_run=b["steps"], best_step=b["best_step"], stopped=b["stopped"] or "",
+                          val_metric=cfg.val_metric, val_horizon=int(val.horizon),
+                          rolled_out=rolls_out(model, val.horizon))
