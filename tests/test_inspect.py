@@ -69,7 +69,9 @@ def test_onnx_graph_per_layer(models, tmp_path):
     export_onnx(pruned, path, context=64, horizon=16, check=False)
     info = inspect_info(path)
     assert info["kind"] == "onnx" and info["metadata"]["family"] == "timesfm2_5"
-    assert info["inputs"] == {"context": ["batch", 64]} and info["outputs"]["point"] == ["batch", 16]
+    # the default graph has a dynamic context, like `tsprune export`
+    assert info["inputs"] == {"context": ["batch", "context"]} and info["outputs"]["point"] == ["batch", 16]
+    assert int(info["metadata"]["model_params"]) == pruned.num_params()
     assert info["ops"]["MatMul"] >= 12
     layers = info["layers"]
     assert [r["layer"] for r in layers] == [0, 1]

@@ -10,6 +10,7 @@ here sets TRITON_INTERPRET in the parent, so other tests are unaffected.
 """
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import subprocess
@@ -48,10 +49,10 @@ def _load_kernels_privately(name):
         return importlib.import_module(f"tsprune._kernels.{name}")
     pkg = "_tsprune_kernels_compile_check"
     if pkg not in sys.modules:
-        spec = importlib.util.spec_from_file_location(pkg, src / "__init__.py", submodule_search_locations=[str(src)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[pkg] = mod
-        spec.loader.exec_module(mod)
+        # kernels/ has no __init__.py (it must never shadow Hugging Face's `kernels`)
+        spec = importlib.machinery.ModuleSpec(pkg, None, is_package=True)
+        spec.submodule_search_locations = [str(src)]
+        sys.modules[pkg] = importlib.util.module_from_spec(spec)
     return importlib.import_module(f"{pkg}.{name}")
 
 

@@ -35,9 +35,11 @@ def missing_extra(package: str, extra: str, error: BaseException | None = None,
     says so and carries the underlying ImportError, which a reinstall would not fix.
     """
     top = (module or package.split()[0].split(">")[0].split("=")[0]).replace("-", "_")
+    # the module the failed import looked for (a submodule may be the missing piece)
+    missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
     try:
-        installed = importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
+        installed = all(importlib.util.find_spec(m) is not None for m in {top, missing} if m)
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
         installed = False
     if error is None or not installed:
         return ImportError(

@@ -212,8 +212,8 @@ class Job:
 
 def _load(j: Job) -> None:
     j.model = j.to_device(load(j.cfg.model))
-    j.model.check_context(j.cfg.data.context)
     j.data = prepare(j.cfg.data)
+    j.model.check_context(j.cfg.data.context)
     j.train_h, j.train, j.val = _windows(j.cfg, j.model, j.data)
     j.val_ft = val_windows(j.data, j.val, j.cfg.data.horizon)  # fine-tuning validates at --horizon
     j.test = j.data.windows("test", stride=j.cfg.data.test_stride)  # TSLib: every window (1)
