@@ -20,7 +20,7 @@ import shlex  # noqa: E402
 import sys  # noqa: E402
 
 from tsprune.errors import UserError, bad_arg  # noqa: E402
-from tsprune.progress import set_quiet  # noqa: E402
+from tsprune.progress import is_quiet, set_quiet  # noqa: E402
 from tsprune.runlog import log_to_file, log_to_stderr  # noqa: E402
 
 EXIT_USER = 2
@@ -348,6 +348,16 @@ def _cmd_pretrain(a) -> int:
 
 
 def main(argv=None) -> int:
+    """The CLI; returns the exit code. Process-wide state it sets (quiet progress bars) is
+    restored on return, so in-process callers (tests, notebooks) are unaffected."""
+    was_quiet = is_quiet()
+    try:
+        return _main(argv)
+    finally:
+        set_quiet(was_quiet)
+
+
+def _main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         a = build_parser().parse_args(argv)
