@@ -81,6 +81,19 @@ def _data_config(a):
                       test_stride=getattr(a, "test_stride", 1))
 
 
+#: `tsprune prune` without --full: window subsamples chosen by measurement so that the
+#: README's first command takes a few minutes on 2 CPU cores (bench/RESULTS.md, "Main job");
+#: a flag given explicitly always wins. Test metrics use every test window either way.
+QUICK = {"calib_samples": 4096, "val_samples": 512, "train_samples": 4096, "lr_probe_steps": 15}
+FULL = {"calib_samples": None, "val_samples": 4096, "train_samples": None, "lr_probe_steps": 50}
+
+
+def _profile(a, name: str):
+    """The value of a sampling flag: as given, else the --full or quick default."""
+    value = getattr(a, name)
+    return value if value is not None else (FULL if a.full else QUICK)[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tsprune import __version__
     ap = _Parser(prog="tsprune", description="Prune, fine-tune and export time-series foundation models.")
@@ -97,8 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sparsity", type=float, help="cap on parameter sparsity, in (0, 1)")
     p.add_argument("--macro-batch", type=int, default=8192, help="samples per pruning step (default: 8192)")
     p.add_argument("--batch-size", type=int, default=64, help="windows per backward pass (default: 64)")
-    p.add_argument("--calib-samples", type=int, help="subsample train windows for scoring")
-    p.add_argument("--val-samples", type=int, default=4096, help="validation windows (default: 4096)")
+    p.add_argument("--calib-samples", type=int,
+                   help=f"subsample train windows for scoring (default: {QUICK['calib_samples']}; --full: all)")
+    p.add_argument("--val-samples", type=int,
+                   help=f"validation windows (default: {QUICK['val_samples']}; --full: {FULL['val_samples']})")
+    p.add_argument("--full", action="store_true",
+                   help="score, fine-tune and validate on every window (the paper's protocol; minutes "
+                        "to hours) instead of the quick subsamples; test metrics use every window either way")
     p.add_argument("--scorer", choices=["fused", "reference"], default="fused",
                    help="importance path: fused kernels (default) or the masked-Linear reference")
     p.add_argument("--expert-threshold", type=float,
@@ -119,21 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_floats("--lr"), help="learning rate, or a comma-separated grid chosen by validation")
     p.add_argument("--finetune-epochs", type=int,
                    help="fine-tuning epochs at most (default: 10; the paper: 1)")
-    p.add_argument("--val-every", type=int, default=100,
-                   help="fine-tuning: validate every N optimizer steps and when the run stops (default: 100; "
+    # measured on the main job: the best weights come within the first ~100 steps, so a
+    # validation every 100 steps with patience 3 overshot by 300 steps (bench/RESULTS.md)
+    p.add_argument("--val-every", type=int, default=25,
+                   help="fine-tuning: validate every N optimizer steps and when the run stops (default: 25; "
                         "0: at every epoch end instead)")
-    p.add_argument("--finetune-patience", dest="patience", type=int, default=3,
-                   help="fine-tuning: stop after N validations without improvement (default: 3)")
+    p.add_argument("--finetune-patience", dest="patience", type=int, default=2,
+                   help="fine-tuning: stop after N validations without improvement (default: 2)")
     p.add_argument("--finetune-budget", dest="time_budget_s", type=float,
                    help="fine-tuning wall-time budget in seconds per fine-tuned model, lr probes "
                         "included (default: none)")
-    p.add_argument("--lr-probe-steps", type=int, default=50,
+    p.add_argument("--lr-probe-steps", type=int,
                    help="steps each lr of the grid trains before the best gets the full run "
-                        "(default: 50; 0: a full run per lr)")
+                        f"(default: {QUICK['lr_probe_steps']}; --full: {FULL['lr_probe_steps']}; 0: a full run per lr)")
     p.add_argument("--val-metric", choices=["forecast_mse", "loss"], default="forecast_mse",
                    help="fine-tuning validation: forecast_mse at --horizon, rolled out past the output "
                         "patch (default), or loss (the family's loss over its output patch: the paper)")
-    p.add_argument("--train-samples", type=int, help="subsample train windows for fine-tuning")
+    p.add_argument("--train-samples", type=int,
+                   help=f"subsample train windows for fine-tuning (default: {QUICK['train_samples']}; --full: all)")
     p.add_argument("--no-dlinear", dest="dlinear", action="store_false", help="skip the DLinear baseline")
     p.add_argument("--export", action="append", default=[], choices=["onnx"], help="export format")
     p.add_argument("--export-model", choices=["auto", "tsfm", "dlinear"], default="auto",
@@ -206,12 +227,12 @@ def prune_config(a):
         out=a.out, data=_data_config(a), model=a.model,
         prune=PruneConfig(ratio=a.ratio, ema=a.ema, max_epochs=a.max_epochs, macro_batch=a.macro_batch,
                           batch_size=a.batch_size, max_sparsity=a.max_sparsity,
-                          calib_samples=a.calib_samples, val_samples=a.val_samples,
+                          calib_samples=_profile(a, "calib_samples"), val_samples=_profile(a, "val_samples"),
                           scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
-                                train_samples=a.train_samples, val_samples=a.val_samples, seed=a.seed,
+                                train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,
-                                lr_probe_steps=a.lr_probe_steps, val_metric=a.val_metric),
+                                lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric),
         search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
                             calib_samples=a.search_calib_samples,
                             val_samples=a.search_val_samples) if a.search else None,
