@@ -14,7 +14,7 @@ import time
 import torch
 
 from tsprune.data import DataConfig, ett_path, prepare
-from tsprune.evaluate import evaluate
+from tsprune.evaluation import evaluate
 from tsprune.model import load
 from tsprune.train import FinetuneConfig, finetune
 

@@ -67,7 +67,7 @@ def test_zero_shot_etth1_every_test_window(dense):
     """Every one of the 19,495 test windows (7 channels x 2,785): about 40 s on one busy
     core, so it carries the ``data`` marker (deselect with -m "not data")."""
     from tsprune.data import DataConfig, ett_path, prepare
-    from tsprune.evaluate import evaluate
+    from tsprune.evaluation import evaluate
     p = ett_path("ETTh1")
     if p is None:
         pytest.skip("ETTh1 not found in ../shared/data")
