@@ -118,6 +118,13 @@ def test_every_prune_flag_maps_to_a_config_field(tmp_path):
         if isinstance(action, argparse._HelpAction):
             continue
         flag = action.option_strings[0]
+        if flag == "--full":  # the one profile flag: every sampling default of tsprune.cli.FULL
+            from tsprune.cli import FULL, QUICK
+            new = config(base_argv + ["--full"])
+            for name in QUICK:
+                assert {k: v for k, v in new.items() if k.endswith("." + name)} and \
+                    all(v == FULL[name] for k, v in new.items() if k.endswith("." + name)), name
+            continue
         field = ALIASES.get(action.dest, action.dest)
         # --search-* flags only matter with --search; --finetune only after --no-finetune
         pre = ["--search"] if flag.startswith("--search-") else []
