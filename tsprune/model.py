@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tsprune import __version__
+from tsprune import __version__, resources
 from tsprune.checkpoint import MANIFEST, check_weights, read_config, read_json, read_state_dict, write_model_dir
 from tsprune.errors import UserError, bad_arg
 from tsprune.families import Family, Forecast, detect, get
@@ -115,8 +115,7 @@ class TSModel:
 
 def bundled_path(name: str) -> Path | None:
     """Path of a checkpoint shipped inside tsprune (tsprune/resources/<name>)."""
-    p = Path(__file__).resolve().parent / "resources" / name
-    return p if (p / "config.json").exists() else None
+    return resources.bundled_path(name)
 
 
 _MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")

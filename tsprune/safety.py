@@ -191,7 +191,7 @@ def _model_input(model) -> Path | None:
         return None
     if os.path.exists(str(model)):
         return Path(model)
-    from tsprune.model import bundled_path
+    from tsprune.resources import bundled_path  # data only: safety sits below model and pipeline
     return bundled_path(str(model))
 
 
@@ -217,8 +217,8 @@ def inputs_of(a) -> list[tuple[str, Path]]:
     if getattr(a, "data", None):
         ins.append(("--data", Path(a.data)))
     elif a.cmd == "prune":
-        from tsprune.pipeline import default_data_path
-        ins.append(("--data", default_data_path()))
+        from tsprune.resources import demo_dataset_path
+        ins.append(("--data", demo_dataset_path()))
     if hasattr(a, "model") and a.cmd != "pretrain":
         ins.append(("--model", _model_input(a.model)))
     if getattr(a, "model_config", None):

@@ -33,6 +33,12 @@ def available_models() -> tuple[str, ...]:
     return tuple(n for n in BUNDLED_MODELS if (_HERE / n / "config.json").exists())
 
 
+def bundled_path(name: str) -> Path | None:
+    """Path of a checkpoint shipped inside tsprune (tsprune/resources/<name>), None if absent."""
+    p = _HERE / name
+    return p if (p / "config.json").exists() else None
+
+
 def demo_dataset_path() -> Path:
     """Path of the bundled demo dataset: gzip CSV, a ``date`` column + 7 numeric channels, hourly."""
     return _HERE / "data" / DEMO_DATASET
