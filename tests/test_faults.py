@@ -79,7 +79,7 @@ def test_resume_continues_an_interrupted_run(env, tmp_path, monkeypatch):
     out = tmp_path / "R"
     import tsprune.train  # noqa: F401
     ftmod = sys.modules["tsprune.train.finetune"]  # the package re-exports the function
-    orig = ftmod.masked_loss
+    orig = ftmod.validate
     calls = {"n": 0}
 
     def boom(*a, **k):  # interrupt the fine-tuning after its first validation
@@ -87,9 +87,9 @@ def test_resume_continues_an_interrupted_run(env, tmp_path, monkeypatch):
         if calls["n"] == 2:
             raise KeyboardInterrupt
         return orig(*a, **k)
-    monkeypatch.setattr(ftmod, "masked_loss", boom)
+    monkeypatch.setattr(ftmod, "validate", boom)
     assert main(_args(env, out, "--finetune-epochs", "2", "--lr", "1e-4")) == 130
-    monkeypatch.setattr(ftmod, "masked_loss", orig)
+    monkeypatch.setattr(ftmod, "validate", orig)
     work = tmp_path / ".R.partial"
     assert work.exists() and (work / "plan.json").exists() and not out.exists()
     state = json.loads((work / "state.json").read_text())

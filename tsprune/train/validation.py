@@ -13,21 +13,16 @@ so every rank gets the same figure.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+
+from tsprune.distributed import world
 
 METRICS = ("forecast_mse", "loss")
 
 
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _all_sum(total: float, n: float) -> tuple[float, float]:
-    if _world()[1] == 1:
+    if world()[1] == 1:
         return total, n
-    import torch.distributed as dist
     t = torch.tensor([total, n], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t[0]), float(t[1])
@@ -36,11 +31,11 @@ def _all_sum(total: float, n: float) -> tuple[float, float]:
 def forecast_mse(model, dataset, batch_size: int = 256) -> float:
     """Mean squared error of ``model.forecast(context, H).point`` (B, H) against the targets
     (B, H) of every window of ``dataset`` (H = dataset.horizon), no grad."""
-    rank, world = _world()
+    rank, n_proc = world()
     total, n = 0.0, 0
     with torch.no_grad():
         for i, (c, t) in enumerate(dataset.batches(batch_size)):
-            if i % world != rank:
+            if i % n_proc != rank:
                 continue
             p = model.forecast(c, dataset.horizon, batch_size=batch_size).point
             total += float((p[:, : t.shape[1]] - t).double().square().sum())
@@ -54,7 +49,7 @@ def native_loss(model, dataset, batch_size: int = 256) -> float:
     targets longer than the model's output patch are cut to the patch."""
     fam, mod = model.family, model.module
     out_h = fam.output_horizon(mod)
-    rank, world = _world()
+    rank, n_proc = world()
     was = mod.training
     mod.eval()
     dev = next(mod.parameters()).device
@@ -62,7 +57,7 @@ def native_loss(model, dataset, batch_size: int = 256) -> float:
     try:
         with torch.no_grad():
             for i, (c, t) in enumerate(dataset.batches(batch_size)):
-                if i % world != rank:
+                if i % n_proc != rank:
                     continue
                 if out_h and t.shape[1] > out_h:
                     t = t[:, :out_h]
