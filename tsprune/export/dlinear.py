@@ -14,13 +14,12 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from tsprune import __version__
 
-from .onnx_export import ExportError, _fresh_inputs, onnx_parity
+from .onnx_export import ExportError, _fresh_inputs, commit_graph, onnx_parity, require_parity
 
 
 class DLinearGraph(nn.Module):
@@ -98,11 +97,7 @@ def export_dlinear(dlinear, path, *, levels=(), opset: int = 18, atol: float = 1
         if check:
             par = onnx_parity(tmp, module, L)
             result.update(par)
-            if not np.isfinite(par["max_abs_err"]) or par["max_abs_err"] > atol:
-                raise ExportError(f"ONNX parity failed: max abs error {par['max_abs_err']:.3g} > "
-                                  f"tolerance {atol:g} ({par['per_output']})")
-        os.replace(tmp, path)
-        result["bytes"] = path.stat().st_size
-        return result
+            require_parity(par, atol)
+        return commit_graph(tmp, path, result)
     finally:
         tmp.unlink(missing_ok=True)

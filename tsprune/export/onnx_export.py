@@ -163,14 +163,24 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
                                   f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                                   f"try opset 18") from e
             result.update(par)
-            if not np.isfinite(par["max_abs_err"]) or (not fp16 and par["max_abs_err"] > atol):
-                raise ExportError(f"ONNX parity failed: max abs error {par['max_abs_err']:.3g} > "
-                                  f"tolerance {atol:g} ({par['per_output']})")
-        os.replace(tmp, path)
-        result["bytes"] = path.stat().st_size
-        return result
+            require_parity(par, atol, strict=not fp16)
+        return commit_graph(tmp, path, result)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def require_parity(par: dict, atol: float, *, strict: bool = True) -> None:
+    """ExportError unless the parity report ``par`` is finite and, when strict, within atol."""
+    if not np.isfinite(par["max_abs_err"]) or (strict and par["max_abs_err"] > atol):
+        raise ExportError(f"ONNX parity failed: max abs error {par['max_abs_err']:.3g} > "
+                          f"tolerance {atol:g} ({par['per_output']})")
+
+
+def commit_graph(tmp: Path, path: Path, result: dict) -> dict:
+    """Rename the checked graph ``tmp`` into place; the result with its size in bytes."""
+    os.replace(tmp, path)
+    result["bytes"] = path.stat().st_size
+    return result
 
 
 def parity_contexts(context: int, dynamic_context: bool) -> list[int]:
