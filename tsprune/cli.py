@@ -22,6 +22,7 @@ import sys  # noqa: E402
 from tsprune.errors import UserError, bad_arg  # noqa: E402
 from tsprune.progress import is_quiet, set_quiet  # noqa: E402
 from tsprune.runlog import log_to_file, log_to_stderr  # noqa: E402
+from tsprune.table_flags import add_table_flags  # noqa: E402
 
 EXIT_USER = 2
 
@@ -50,12 +51,7 @@ def _floats(name):
 
 
 def _add_data_args(p, *, horizon_default=96):
-    p.add_argument("--data", help="CSV, CSV.gz or parquet file (default: the bundled demo dataset)")
-    p.add_argument("--target", nargs="+", metavar="COL", help="columns to forecast (default: every numeric column)")
-    p.add_argument("--date-col", help="the date column (default: detected)")
-    p.add_argument("--split", default="auto",
-                   help="'ett' (12/4/4 months), ratios like 0.7,0.1,0.2, or 'auto' (default): "
-                        "ett when the table holds 20 months, else 0.7,0.1,0.2")
+    add_table_flags(p, data_help="CSV, CSV.gz or parquet file (default: the bundled demo dataset)")
     p.add_argument("--context", type=int, default=512, help="context length in rows (default: 512)")
     p.add_argument("--horizon", type=int, default=horizon_default, help=f"forecast horizon (default: {horizon_default})")
     p.add_argument("--stride", type=int, default=1, help="window stride (default: 1)")
