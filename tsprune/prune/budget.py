@@ -121,6 +121,7 @@ def profile_forward(module: torch.nn.Module, structure: ModelStructure, run, *,
     aliases: {module: [paths]} for modules that compute the product of masked Linears but
     are not those Linears (an export graph's fused copies); their inputs count for every
     path named. Attention calls pair the i-th call of Q with the i-th call of K (no KV cache)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     shapes: dict[str, list[tuple]] = {p: [] for p in structure.linears()}
@@ -133,7 +134,8 @@ def profile_forward(module: torch.nn.Module, structure: ModelStructure, run, *,
                 shapes[p].append(tuple(args[0].shape))
         handles.append(mod.register_forward_pre_hook(pre))
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        # the math backend: fused CPU/GPU attention kernels are not all known to the counter
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
             run()
     finally:
         for h in handles:
@@ -183,7 +185,7 @@ class CostModel:
 
     measure(masks) is exact: the parameters of the model surgery makes from ``masks``
     (count_params(module, analyze(...)), less what a dead group's owner loses beside its
-    Linears); its FLOPs, the profile's total with every group's dense products replaced
+    Linears, with Q/K head-dim vectors of the owner resized as surgery resizes them); its FLOPs, the profile's total with every group's dense products replaced
     by its kept ones."""
 
     def __init__(self, module: torch.nn.Module, structure: ModelStructure,
@@ -204,12 +206,16 @@ class CostModel:
         self.params_dense = count_params(module)
         # what a dead group's owner loses beside its Linears (surgery replaces it by a
         # Constant of the output bias: q/k norms, scalings, ...)
-        lin_params = {p: sum(x.numel() for x in get_module(module, p).parameters()) for p in self.shape}
-        self.owner_extra = []
+        # Q/K head-dim vectors of a group whose Q/K dims are sliced (TimesFM 2.0's query
+        # scaling): (qk_head_dim,) dense, (heads, kept dims) once Q/K dims are cut
+        self.owner_extra, self.qk_vectors = [], []
+        lin_ids = {id(x) for p in self.shape for x in get_module(module, p).parameters()}
         for g in self.groups:
-            own = sum(x.numel() for x in get_module(module, g.owner).parameters())
-            inside = sum(n for p, n in lin_params.items() if p.startswith(g.owner + "."))
-            self.owner_extra.append(max(0, own - inside))
+            rest = [x for x in get_module(module, g.owner).parameters() if id(x) not in lin_ids]
+            vec = [x for x in rest if isinstance(g, AttentionGroup) and g.qk_reducible
+                   and x.dim() == 1 and x.numel() == g.qk_head_dim]
+            self.qk_vectors.append(len(vec))
+            self.owner_extra.append(sum(x.numel() for x in rest) - sum(x.numel() for x in vec))
         dense = [self._kept(i, Cut()) for i in range(len(self.groups))]
         self.params_fixed = self.params_dense - sum(c.params for c in dense)
         self.flops_dense = profile.total if profile is not None else None
@@ -237,11 +243,19 @@ class CostModel:
             s = cut.attention.get(g.owner)
             h, dqk, dv = ((g.num_heads, g.qk_head_dim, g.v_head_dim) if s is None
                           else (s.num_heads, s.qk_head_dim, s.v_head_dim))
-            flops += 2 * self.profile.attention.get(g.owner, 0) * h * (dqk + dv)
+            # no Q/K dim left: the scores are constant. RoPE attention (tsprune.nn's
+            # CausalRopeAttention: Timer-XL, Time-MoE) then takes a running mean of V (no
+            # product); the others (PatchTST, Chronos-Bolt) still multiply softmax(bias) by V
+            if dqk > 0 or not g.rope:
+                flops += 2 * self.profile.attention.get(g.owner, 0) * h * (dqk + dv)
         dead = (cut.attention[g.owner].num_heads == 0 if g.owner in cut.attention else False) \
             if isinstance(g, AttentionGroup) else cut.ffn.get(g.owner, 1) == 0
         if not dead:
             params += self.owner_extra[i]
+            if self.qk_vectors[i]:
+                s = cut.attention.get(g.owner)
+                size = g.qk_head_dim if s is None or s.qk_dims is None else s.num_heads * s.qk_head_dim
+                params += self.qk_vectors[i] * size
         return Cost(params, flops if self.profile is not None else None)
 
     def group_kept(self, i: int, masks_cpu: MaskSet) -> Cost:
