@@ -263,3 +263,39 @@ def test_same_seed_same_plan_and_resume(tiny, tmp_path):
     c = score(m, train, val, cfg, show_progress=False, log=steps.append, checkpoint=tmp_path / "ck")
     assert c.masks == a.masks
     assert [r.get("step") for r in steps if "step" in r][0] == 2   # step 1 was not scored again
+
+
+# ---- torch.distributed -------------------------------------------------------------------
+def _dist_plans():
+    from helpers import tiny_task
+    m, train, val = tiny_task(1200, 256)
+    return [score(m, train, val, PruneConfig(budget="params=0.9", criterion=c, batch_size=32, min_steps=4,
+                                             val_samples=None), show_progress=False).masks
+            for c in ("taylor_fisher", "taylor")]
+
+
+def _dist_worker(rank, world, port, out):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        plans = _dist_plans()
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(plans, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_two_gloo_processes_give_the_single_process_budget_plans(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "plans")
+    mp.spawn(_dist_worker, args=(2, port, out), nprocs=2, join=True)
+    ranks = [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0] == json.loads(json.dumps(_dist_plans()))
