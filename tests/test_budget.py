@@ -33,6 +33,15 @@ def test_bad_budgets_are_user_errors(text):
         PruneConfig(budget=text)
 
 
+def test_criterion_without_budget_is_refused_by_score_not_by_the_config(tiny):
+    m, train, val = tiny
+    cfg = PruneConfig(criterion="magnitude", cost_aware=False, **FAST)   # score_to_budgets' config
+    with pytest.raises(UserError, match="--criterion"):
+        score(m, train, val, cfg, show_progress=False)
+    plan, = score_to_budgets(m, train, val, cfg, ["params=0.95"], show_progress=False)
+    assert plan.config["criterion"] == "magnitude" and plan.config["budget"] == "params=0.95"
+
+
 def test_budget_kinds():
     assert Budget.parse("params=0.4") == Budget("params", 0.4)
     assert (Budget.parse("flops=0.33").measure, Budget.parse("flops=0.33").fraction) == ("flops", 0.33)

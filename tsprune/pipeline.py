@@ -88,6 +88,7 @@ class RunConfig:
                 import_ort()
             except ImportError as e:
                 raise UserError(f"--export onnx: {e}") from None
+        self.prune.check_budget_options()
         if self.search is not None and self.prune.budget is not None:
             raise bad_arg("--search", True, "not with --budget (the budget fixes the sparsity)")
         if self.device not in ("auto", "cpu", "cuda"):

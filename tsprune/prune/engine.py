@@ -57,6 +57,8 @@ class PruneConfig:
       (first-order |sum w dL/dw|) or "magnitude" (L2 norm of the unit's weights).
     cost_aware: under a budget, rank by |importance| / the unit's cost in the budget's
       measure (False: by |importance| alone).
+    criterion and cost_aware are for budgets: score() without one refuses other values
+    (score_to_budgets takes its budgets as an argument and uses them).
     """
 
     ratio: float | None = None
@@ -101,6 +103,10 @@ class PruneConfig:
             object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
         if self.criterion not in CRITERIA:
             raise bad_arg("--criterion", self.criterion, ", ".join(CRITERIA))
+
+    def check_budget_options(self) -> None:
+        """criterion and cost_aware rank units under a budget only (score_to_budgets takes
+        its budgets apart from the config): without one they must keep their defaults."""
         if self.budget is None and self.criterion != "taylor_fisher":
             raise bad_arg("--criterion", self.criterion, "taylor_fisher without --budget")
         if self.budget is None and not self.cost_aware:
@@ -289,6 +295,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
         from .to_budget import score_to_budgets
         return score_to_budgets(model, train, val, cfg, [cfg.budget], show_progress=show_progress,
                                 log=log, checkpoint=checkpoint, profile=profile)[0]
+    cfg.check_budget_options()
     family, module = model.family, model.module
     params_dense = count_params(module)
     # family-specific units first (Time-MoE: experts by routing frequency on train+val);
