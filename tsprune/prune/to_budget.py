@@ -219,7 +219,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
         info = {"budget": str(b), "measure": kind, "target": b.fraction, "kept_params": frac["params"],
                 "kept_flops": frac["flops"], "params": m.params, "params_dense": costs.params_dense,
                 "flops": m.flops, "flops_dense": costs.flops_dense, "val_loss": v,
-                "epoch": epoch + 1, "step": global_step,
+                "epoch": epoch + 1, "step": global_step + 1,
                 "profile": {"source": profile.source, "context": profile.context, "horizon": profile.horizon}}
         record({"epoch": epoch + 1, "budget": str(b), "val_loss": v, "sparsity": 1.0 - frac["params"],
                 "kept_params": frac["params"], "kept_flops": frac["flops"],
