@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-threshold", type=float,
                    help="MoE models: delete experts routed to at most this fraction of tokens "
                         "(default: the family's, 0.01 for Time-MoE)")
+    p.add_argument("--budget", metavar="KIND=V",
+                   help="prune to a budget instead of stopping on validation: params=F or flops=F "
+                        "(the fraction kept, 0<F<1; FLOPs of the exported forecast) or speedup=S (flops=1/S)")
+    p.add_argument("--criterion", default="taylor_fisher",
+                   help="with --budget, how units are ranked: taylor_fisher (the paper's, default), "
+                        "taylor (first-order |sum w dL/dw|) or magnitude (weight L2 norm)")
+    p.add_argument("--no-cost-aware", dest="cost_aware", action="store_false", default=True,
+                   help="with --budget, rank units by importance alone (default: importance / cost)")
     p.add_argument("--search", action="store_true",
                    help="choose (ratio, ema) by validation of the pruned model, then lr after fine-tuning")
     p.add_argument("--search-ratios", type=_floats("--search-ratios"), help="ratio grid (default: the family's)")
@@ -224,7 +232,8 @@ def prune_config(a):
         prune=PruneConfig(ratio=a.ratio, ema=a.ema, max_epochs=a.max_epochs, macro_batch=a.macro_batch,
                           batch_size=a.batch_size, max_sparsity=a.max_sparsity,
                           calib_samples=_profile(a, "calib_samples"), val_samples=_profile(a, "val_samples"),
-                          scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold),
+                          scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold,
+                          budget=a.budget, criterion=a.criterion, cost_aware=a.cost_aware),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,

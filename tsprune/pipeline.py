@@ -88,6 +88,9 @@ class RunConfig:
                 import_ort()
             except ImportError as e:
                 raise UserError(f"--export onnx: {e}") from None
+        self.prune.check_budget_options()
+        if self.search is not None and self.prune.budget is not None:
+            raise bad_arg("--search", True, "not with --budget (the budget fixes the sparsity)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad_arg("--device", self.device, "auto, cpu or cuda")
         check_out(self.out)
@@ -251,8 +254,12 @@ def _score(j: Job) -> dict:
                      log=j.phase_log("search"))
         j.plan, search_json = res.plan, res.to_json()
     else:
+        profile = None
+        if cfg.prune.budget is not None:  # FLOPs of the graph --export onnx writes
+            from tsprune.export.profile import deployed_profile
+            profile = deployed_profile(j.model, cfg.data.context, cfg.data.horizon)
         j.plan = score(j.model, j.train, j.val, cfg.prune, show_progress=j.show,
-                       log=j.phase_log("prune"), checkpoint=j.checkpoint("score"))
+                       log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile)
     if not j.worker:
         j.plan.save(j.work / "plan.json")
         j.plan = Plan.load(j.work / "plan.json")
@@ -441,7 +448,8 @@ def _report(j: Job, timings: dict) -> dict:
         "metrics": metrics,
         "baselines": r["baselines"],
         "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
-                  "history": plan.history, "extra": plan.extra},
+                  "history": plan.history, "extra": plan.extra,
+                  "budget": plan.config.get("measured")},
         "finetune": {"pruned": ft, "dense": r.get("finetune_dense")},
         "structure": {"dense": j.model.describe(), "pruned": pruned.describe()},
         "samples": r["samples"],
@@ -457,7 +465,7 @@ def _report(j: Job, timings: dict) -> dict:
 def _effective_config(j: Job, ft: dict | None) -> dict:
     """The settings as they ran: the family's defaults filled in where a flag was left out."""
     cfg, fam = j.cfg, j.model.family
-    prune = {**asdict(cfg.prune), "ratio": j.plan.config["ratio"], "max_epochs": j.plan.config["max_epochs"]}
+    prune = {**asdict(cfg.prune), "ratio": j.plan.config.get("ratio"), "max_epochs": j.plan.config["max_epochs"]}
     finetune = asdict(j.ft_config())
     finetune["epochs"] = cfg.finetune.epochs or DEFAULT_MAX_EPOCHS
     if ft is not None:

@@ -71,6 +71,9 @@ def render_markdown(r: dict) -> str:
               f"({pc['steps_per_epoch']} steps/epoch), max epochs {pc['max_epochs']}, scorer "
               f"{pc['scorer']}, best epoch {r['prune']['best_epoch']}, best validation loss "
               f"{_fmt(pc.get('best_val_loss'))}.", ""]
+    bud = pc.get("measured")
+    if bud:
+        lines += [budget_line(bud, pc), ""]
     ep = [h for h in r["prune"]["history"] if "val_loss" in h]
     if ep:
         lines += ["| epoch | val loss | sparsity | alive channels |", "|---:|---:|---:|---:|"]
@@ -143,3 +146,13 @@ def write_reports(report: dict, out_dir: str | Path) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "report.md").write_text(render_markdown(report))
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
+
+
+def budget_line(bud: dict, pc: dict) -> str:
+    """One sentence on a budget run: the budget and the measured kept fractions."""
+    flops = "" if bud.get("kept_flops") is None else f", FLOPs {bud['kept_flops']:.4f}"
+    return (f"Budget {bud['budget']} ({bud['measure']}, criterion {pc.get('criterion')}, "
+            f"{'cost-aware' if pc.get('cost_aware', True) else 'by importance alone'}): kept parameters "
+            f"{bud['kept_params']:.4f}{flops} of the dense model (FLOPs of one forecast, "
+            f"{(bud.get('profile') or {}).get('source')}, context {(bud.get('profile') or {}).get('context')}, "
+            f"horizon {(bud.get('profile') or {}).get('horizon')}).")
