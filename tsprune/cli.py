@@ -133,7 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the pruned model (default)")
     p.add_argument("--no-finetune", dest="do_finetune", action="store_false",
                    help="skip fine-tuning: the pruned model is saved and exported as pruned")
-    p.add_argument("--compare-finetune", action="store_true", help="also fine-tune the dense model")
+    p.add_argument("--recover", choices=["finetune", "distill"], default="finetune",
+                   help="how the pruned model recovers: finetune (default: on the target) or distill "
+                        "(on the target and the dense teacher's forecasts, mixed by --distill)")
+    p.add_argument("--distill", metavar="W",
+                   help="with --recover distill: the teacher term's mixing weight, 'auto' (default: "
+                        "probed over 0, 0.5, 1 on validation like the lr) or a number in [0, 1]; "
+                        "'off' without distillation")
+    p.add_argument("--compare-finetune", action="store_true",
+                   help="also fine-tune the dense model (with --recover distill it may be the teacher)")
     p.add_argument("--lr", type=_floats("--lr"), help="learning rate, or a comma-separated grid chosen by validation")
     p.add_argument("--finetune-epochs", type=int,
                    help="fine-tuning epochs at most (default: 10; the paper: 1)")
@@ -232,11 +240,14 @@ def prune_config(a):
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,
-                                lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric),
+                                lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric,
+                                distill=a.distill if a.distill is not None else
+                                "auto" if a.recover == "distill" else "off"),
         search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
                             calib_samples=a.search_calib_samples,
                             val_samples=a.search_val_samples) if a.search else None,
-        do_finetune=a.do_finetune, compare_finetune=a.compare_finetune, export=tuple(a.export),
+        do_finetune=a.do_finetune, recover=a.recover, compare_finetune=a.compare_finetune,
+        export=tuple(a.export),
         export_model=a.export_model,
         opset=a.opset, dlinear=a.dlinear, seed=a.seed,
         command="tsprune " + " ".join(shlex.quote(s) for s in getattr(a, "argv", sys.argv[1:])), log_file=a.log_file,
