@@ -269,10 +269,10 @@ def test_bad_flags_exit_2_with_one_line(tiny_dir, csv_path, tmp_path):
     base = ["prune", "--model", tiny_dir, "--data", csv_path, "--context", 128, "--horizon", 24,
             "--split", "0.7,0.1,0.2", "--out", out, "--quiet"]
     one_line_error(cli(*base, "--recover", "teach"), "--recover", "teach")
-    one_line_error(cli(*base, "--recover", "distill", "--distill", "2"), "--distill", "2")
-    one_line_error(cli(*base, "--recover", "distill", "--distill", "half"), "--distill", "half")
-    one_line_error(cli(*base, "--recover", "distill", "--distill", "off"), "--distill", "off")
-    one_line_error(cli(*base, "--distill", "auto"), "--distill", "auto")
+    one_line_error(cli(*base, "--recover", "distill", "--distill-weight", "2"), "--distill", "2")
+    one_line_error(cli(*base, "--recover", "distill", "--distill-weight", "half"), "--distill", "half")
+    one_line_error(cli(*base, "--recover", "distill", "--distill-weight", "off"), "--distill-weight", "off")
+    one_line_error(cli(*base, "--distill-weight", "0.5"), "--distill-weight", "--recover distill")
     one_line_error(cli(*base, "--recover", "distill", "--no-finetune"), "--recover", "distill")
     assert not out.exists()
 
@@ -296,6 +296,6 @@ def test_prune_recover_distill_end_to_end(tiny_dir, csv_path, tmp_path):
     assert rec["teacher"] == min(rec["teacher_val_mse"], key=rec["teacher_val_mse"].get)
     assert rec["weights"] == [0.0, 0.5, 1.0] and rec["weight"] in rec["weights"]
     assert rec["cache"]["windows"] == 64 and rec["cache"]["bytes"] == 4 * 64 * 24 * 10
-    assert "teacher" in rep["timings"] and rep["config"]["recover"] == "distill"
+    assert "teacher" in rep["timings"] and rep["config"]["finetune"]["distill"] == "auto"
     assert "Recovery by distillation" in (out / "report.md").read_text()
     assert not (out / "checkpoints").exists()

@@ -4,10 +4,11 @@ fine-tuned model directory, an ONNX graph and a report, written atomically to --
     zero-shot (dense) -> [fine-tuned dense] -> score (plan.json) -> apply (surgery)
     -> pruned -> [teacher] -> fine-tune -> pruned+fine-tuned -> baselines -> save -> ONNX -> report
 
-Recovery (--recover): "finetune" (default) fine-tunes the pruned model on the target;
-"distill" first runs the teacher phase (the dense model, zero-shot or fine-tuned with
---compare-finetune, whichever validates better at --horizon, forecasts every training
-window once; resumable) and fine-tunes with the teacher term (tsprune.train.distill).
+Recovery (--recover, i.e. FinetuneConfig.distill): "finetune" ("off", the default)
+fine-tunes the pruned model on the target; "distill" first runs the teacher phase (the
+dense model, zero-shot or fine-tuned with --compare-finetune, whichever validates better at
+--horizon, forecasts every training window once; resumable) and fine-tunes with the
+teacher term (tsprune.train.distill).
 """
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ from tsprune import recommend
 log = logging.getLogger("tsprune")
 
 DEFAULT_MODEL = "nano"
-RECOVERY = ("finetune", "distill")
 
 
 def default_data_path() -> Path | None:
@@ -66,7 +66,6 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     search: "SearchConfig | None" = None
     do_finetune: bool = True
-    recover: str = "finetune"   # finetune | distill (then finetune.distill says the weight)
     compare_finetune: bool = False
     export: tuple[str, ...] = ()
     export_model: str = "auto"  # what --export writes: auto (tsprune.recommend), tsfm or dlinear
@@ -97,14 +96,8 @@ class RunConfig:
                 raise UserError(f"--export onnx: {e}") from None
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad_arg("--device", self.device, "auto, cpu or cuda")
-        if self.recover not in RECOVERY:
-            raise bad_arg("--recover", self.recover, " or ".join(RECOVERY))
-        if self.recover == "distill" and not self.do_finetune:
-            raise bad_arg("--recover", self.recover, "finetune with --no-finetune (nothing is recovered)")
-        if self.recover == "finetune" and self.finetune.distill != "off":
-            raise bad_arg("--distill", self.finetune.distill, "off unless --recover distill")
-        if self.recover == "distill" and self.finetune.distill == "off":
-            raise bad_arg("--distill", "off", "auto or a mixing weight in [0, 1] with --recover distill")
+        if self.finetune.distill != "off" and not self.do_finetune:
+            raise bad_arg("--recover", "distill", "finetune with --no-finetune (nothing is recovered)")
         check_out(self.out)
         from tsprune.safety import check_run
         check_run(self)  # --out/--log-file never overlap an input
@@ -397,7 +390,8 @@ def _wants_finetune(j: Job) -> bool:
 
 
 def _wants_teacher(j: Job) -> bool:
-    return j.cfg.do_finetune and j.cfg.recover == "distill"
+    from tsprune.train.distill import weights
+    return j.cfg.do_finetune and any(w > 0 for w in weights(j.cfg.finetune.distill))
 
 
 def _wants_onnx(j: Job) -> bool:
@@ -515,11 +509,12 @@ def _recovery(cfg: RunConfig, teacher: dict | None, ft: dict | None) -> dict | N
     (and its validation MSE), the mixing weights tried and the one chosen."""
     if not cfg.do_finetune:
         return None
-    out = {"method": cfg.recover}
+    out = {"method": "finetune" if cfg.finetune.distill == "off" else "distill"}
+    if cfg.finetune.distill != "off":
+        out["distill"] = cfg.finetune.distill
     if teacher is not None:
         out.update(teacher=teacher["teacher"], teacher_val_mse=teacher["val_mse"],
                    cache={k: teacher[k] for k in ("windows", "horizon", "bytes", "seconds")},
-                   distill=cfg.finetune.distill,
                    weights=sorted({t["w"] for t in (ft or {}).get("trials", []) if "w" in t}),
                    weight=(ft or {}).get("distill_weight"))
     return out
@@ -536,7 +531,7 @@ def _effective_config(j: Job, ft: dict | None) -> dict:
     elif finetune["lr"] is None:
         finetune["lr"] = list(default_lr_grid(fam))
     return {"prune": prune, "finetune": finetune, "export_model": cfg.export_model, "do_finetune": cfg.do_finetune,
-            "recover": cfg.recover, "compare_finetune": cfg.compare_finetune, "seed": cfg.seed}
+            "compare_finetune": cfg.compare_finetune, "seed": cfg.seed}
 
 
 __all__ = ["RunConfig", "run", "default_data_path", "UserError", "PHASES", "Job"]
