@@ -140,7 +140,7 @@ def main() -> int:
         "params_dense": dense.num_params(), "params_pruned": pruned.num_params(),
         "train_windows": len(train), "val_windows": len(val), "test_windows": len(test),
         "lr": a.lr, "batch_size": 64, "val_every": a.val_every, "patience": a.patience, "budget_s": a.budget,
-        "probe_steps": a.probe_steps}, "runs": []}
+        "probe_steps": a.probe_steps}, "runs": [], "summary": {}}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
