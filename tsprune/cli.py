@@ -137,7 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the pruned model (default)")
     p.add_argument("--no-finetune", dest="do_finetune", action="store_false",
                    help="skip fine-tuning: the pruned model is saved and exported as pruned")
-    p.add_argument("--compare-finetune", action="store_true", help="also fine-tune the dense model")
+    p.add_argument("--recover", choices=["finetune", "distill"], default="finetune",
+                   help="how the pruned model recovers: finetune (default: on the target) or distill "
+                        "(on the target and the dense teacher's forecasts, mixed by --distill-weight)")
+    p.add_argument("--distill-weight", metavar="W",
+                   help="with --recover distill: the teacher term's mixing weight, 'auto' (default: "
+                        "probed over 0, 0.5, 1 on validation like the lr) or a number in [0, 1]")
+    p.add_argument("--compare-finetune", action="store_true",
+                   help="also fine-tune the dense model (with --recover distill it may be the teacher)")
     p.add_argument("--lr", type=_floats("--lr"), help="learning rate, or a comma-separated grid chosen by validation")
     p.add_argument("--finetune-epochs", type=int,
                    help="fine-tuning epochs at most (default: 10; the paper: 1)")
@@ -221,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _distill(a):
+    """FinetuneConfig.distill of --recover and --distill-weight: "off" for finetune, the
+    weight (default "auto") for distill."""
+    if a.recover != "distill":
+        if a.distill_weight is not None:
+            raise bad_arg("--distill-weight", a.distill_weight, "a weight only with --recover distill")
+        return "off"
+    if a.distill_weight == "off":
+        raise bad_arg("--distill-weight", "off", "auto or a weight in [0, 1] (--recover finetune: no teacher)")
+    return "auto" if a.distill_weight is None else a.distill_weight
+
+
 def prune_config(a):
     """The RunConfig of parsed `tsprune prune` arguments: each flag sets one field."""
     from tsprune.pipeline import RunConfig
@@ -237,7 +256,8 @@ def prune_config(a):
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,
-                                lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric),
+                                lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric,
+                                distill=_distill(a)),
         search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
                             calib_samples=a.search_calib_samples,
                             val_samples=a.search_val_samples) if a.search else None,

@@ -2,7 +2,13 @@
 fine-tuned model directory, an ONNX graph and a report, written atomically to --out.
 
     zero-shot (dense) -> [fine-tuned dense] -> score (plan.json) -> apply (surgery)
-    -> pruned -> fine-tune -> pruned+fine-tuned -> baselines -> save -> ONNX -> report
+    -> pruned -> [teacher] -> fine-tune -> pruned+fine-tuned -> baselines -> save -> ONNX -> report
+
+Recovery (--recover, i.e. FinetuneConfig.distill): "finetune" ("off", the default)
+fine-tunes the pruned model on the target; "distill" first runs the teacher phase (the
+dense model, zero-shot or fine-tuned with --compare-finetune, whichever validates better at
+--horizon, forecasts every training window once; resumable) and fine-tunes with the
+teacher term (tsprune.train.distill).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from tsprune.report import forecast_samples, ort_latency, write_reports
 from tsprune.runlog import RunLog, log_to_file, log_to_stderr
 from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
-from tsprune.train.finetune import DEFAULT_MAX_EPOCHS
+from tsprune.train.finetune import DEFAULT_MAX_EPOCHS, training_windows, validation_windows
 from tsprune.train.lr_grid import default_lr_grid
 from tsprune.train.validation import val_windows
 from tsprune import recommend
@@ -93,6 +99,8 @@ class RunConfig:
             raise bad_arg("--search", True, "not with --budget (the budget fixes the sparsity)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad_arg("--device", self.device, "auto, cpu or cuda")
+        if self.finetune.distill != "off" and not self.do_finetune:
+            raise bad_arg("--recover", "distill", "finetune with --no-finetune (nothing is recovered)")
         check_out(self.out)
         from tsprune.safety import check_run
         check_run(self)  # --out/--log-file never overlap an input
@@ -188,6 +196,7 @@ class Job:
         self.ck = work / "checkpoints" if work is not None and world()[1] == 1 else None
         self.model = self.data = self.train = self.val = self.test = None
         self.plan = self.pruned = self.dense = self.dlinear = self.rec = None
+        self.teacher = None  # tsprune.train.distill.TeacherCache (--recover distill)
 
     def phase_log(self, name: str):
         return self.rl.phase(name) if self.rl is not None else None
@@ -228,7 +237,8 @@ def _zero_shot(j: Job) -> dict:
 
 def _finetune_dense(j: Job) -> dict:
     j.dense = j.model.clone()
-    ft = finetune(j.dense, j.train, j.val_ft, j.ft_config(), show_progress=j.show, log=j.phase_log("finetune_dense"),
+    cfg = dataclasses.replace(j.ft_config(), distill="off")  # the dense model has no teacher
+    ft = finetune(j.dense, j.train, j.val_ft, cfg, show_progress=j.show, log=j.phase_log("finetune_dense"),
                   checkpoint=j.checkpoint("finetune_dense"))
     if not j.worker:
         j.dense.save(j.work / "checkpoints" / "dense_finetuned")
@@ -278,9 +288,42 @@ def _pruned_eval(j: Job) -> dict:
     return j.evaluate(j.pruned, "pruned")
 
 
+def _teacher_dir(j: Job):
+    ck = j.checkpoint("finetune_pruned")
+    return ck / "teacher" if ck is not None else None
+
+
+def _teacher(j: Job) -> dict:
+    """Choose the dense teacher by validation MSE at --horizon and cache its forecasts of
+    the training windows fine-tuning will use (once each; resumable in checkpoints/)."""
+    from tsprune.train.distill import choose_teacher, teacher_cache
+    cfg = j.ft_config()
+    candidates = {"zero_shot": j.model}
+    if j.cfg.compare_finetune:
+        _restore_dense(j, None)
+        if j.dense is not None:
+            candidates["finetuned_dense"] = j.dense
+    name, scores = choose_teacher(candidates, validation_windows(j.val_ft, cfg))
+    t = time.time()
+    j.teacher = teacher_cache(candidates[name], training_windows(j.train, cfg), checkpoint=_teacher_dir(j),
+                              show_progress=j.show)
+    j.dense = None
+    return {"teacher": name, "val_mse": scores, "windows": len(j.teacher), "horizon": j.teacher.horizon,
+            "bytes": j.teacher.nbytes, "seconds": round(time.time() - t, 2), "key": j.teacher.key}
+
+
+def _restore_teacher(j: Job, result) -> None:
+    from tsprune.train.distill import TeacherCache
+    j.teacher = TeacherCache.load(_teacher_dir(j), result["key"])
+    if j.teacher is None or not j.teacher.complete:
+        raise UserError(f"--resume: the teacher cache in {_teacher_dir(j)} is missing or incomplete; "
+                        "rerun without --resume")
+
+
 def _finetune_pruned(j: Job) -> dict:
     ft = finetune(j.pruned, j.train, j.val_ft, j.ft_config(), show_progress=j.show,
-                  log=j.phase_log("finetune_pruned"), checkpoint=j.checkpoint("finetune_pruned"))
+                  log=j.phase_log("finetune_pruned"), checkpoint=j.checkpoint("finetune_pruned"),
+                  teacher=j.teacher)
     if not j.worker:
         j.pruned.save(j.work / "checkpoints" / "pruned_finetuned")
     return ft.to_json()
@@ -353,6 +396,11 @@ def _wants_finetune(j: Job) -> bool:
     return j.cfg.do_finetune
 
 
+def _wants_teacher(j: Job) -> bool:
+    from tsprune.train.distill import weights
+    return j.cfg.do_finetune and any(w > 0 for w in weights(j.cfg.finetune.distill))
+
+
 def _wants_onnx(j: Job) -> bool:
     return "onnx" in j.cfg.export
 
@@ -367,6 +415,7 @@ PHASES = (
     Phase("score", _score, restore=_restore_plan),
     Phase("apply", _apply, needs=("score",), persist=False),
     Phase("pruned_eval", _pruned_eval, needs=("apply",), output=True),
+    Phase("teacher", _teacher, needs=("apply",), when=_wants_teacher, restore=_restore_teacher),
     Phase("finetune_pruned", _finetune_pruned, needs=("apply",), when=_wants_finetune,
           restore=_restore_pruned),
     Phase("pruned_finetuned_eval", _pruned_finetuned_eval, needs=("finetune_pruned",),
@@ -451,6 +500,7 @@ def _report(j: Job, timings: dict) -> dict:
                   "history": plan.history, "extra": plan.extra,
                   "budget": plan.config.get("measured")},
         "finetune": {"pruned": ft, "dense": r.get("finetune_dense")},
+        "recovery": _recovery(cfg, r.get("teacher"), ft),
         "structure": {"dense": j.model.describe(), "pruned": pruned.describe()},
         "samples": r["samples"],
         "search": _search_report(r["score"]["search"], ft),
@@ -460,6 +510,22 @@ def _report(j: Job, timings: dict) -> dict:
         "versions": _versions(),
         "config": _effective_config(j, ft),
     }
+
+
+def _recovery(cfg: RunConfig, teacher: dict | None, ft: dict | None) -> dict | None:
+    """How the pruned model was recovered: method, and with distillation the chosen teacher
+    (and its validation MSE), the mixing weights tried and the one chosen."""
+    if not cfg.do_finetune:
+        return None
+    out = {"method": "finetune" if cfg.finetune.distill == "off" else "distill"}
+    if cfg.finetune.distill != "off":
+        out["distill"] = cfg.finetune.distill
+    if teacher is not None:
+        out.update(teacher=teacher["teacher"], teacher_val_mse=teacher["val_mse"],
+                   cache={k: teacher[k] for k in ("windows", "horizon", "bytes", "seconds")},
+                   weights=sorted({t["w"] for t in (ft or {}).get("trials", []) if "w" in t}),
+                   weight=(ft or {}).get("distill_weight"))
+    return out
 
 
 def _effective_config(j: Job, ft: dict | None) -> dict:
