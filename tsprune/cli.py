@@ -123,9 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the fraction kept, 0<F<1; FLOPs of the exported forecast) or speedup=S (flops=1/S)")
     p.add_argument("--criterion", default="taylor_fisher",
                    help="with --budget, how units are ranked: taylor_fisher (the paper's, default), "
-                        "taylor (first-order |sum w dL/dw|) or magnitude (weight L2 norm)")
+                        "taylor (first-order |sum w dL/dw|) or magnitude (weight L2 norm); with "
+                        "--frontier a comma-separated list, compared side by side")
     p.add_argument("--no-cost-aware", dest="cost_aware", action="store_false", default=True,
                    help="with --budget, rank units by importance alone (default: importance / cost)")
+    p.add_argument("--frontier", metavar="BUDGETS",
+                   help="one pruned, recovered and exported model per budget (e.g. speedup=1.5,2,3,4 or "
+                        "params=0.5,0.3), each measured (test MSE/MAE, ONNX Runtime latency at batch 1 and "
+                        "--latency-batch, fp32 and int8); writes frontier.md/.json/.png to --out")
+    p.add_argument("--pick", metavar="COND",
+                   help="with --frontier: the model copied to OUT/deploy, e.g. 'mse<=dense_ft' (the fastest "
+                        "as accurate as dense fine-tuning) or 'speedup>=2' (the most accurate that fast)")
+    p.add_argument("--latency-batch", type=int, default=64,
+                   help="with --frontier: the batch size speed-ups are measured and budgets met at (default: 64)")
+    p.add_argument("--latency-threads", type=int, default=1,
+                   help="with --frontier: ONNX Runtime intra-op threads when timing (default: 1)")
+    p.add_argument("--no-int8", dest="int8", action="store_false", default=True,
+                   help="with --frontier: skip the int8 (dynamic quantization) graphs")
+    p.add_argument("--no-paper-plan", dest="paper_plan", action="store_false", default=True,
+                   help="with --frontier: skip the paper's validation-stopped plan (one more point)")
     p.add_argument("--search", action="store_true",
                    help="choose (ratio, ema) by validation of the pruned model, then lr after fine-tuning")
     p.add_argument("--search-ratios", type=_floats("--search-ratios"), help="ratio grid (default: the family's)")
@@ -137,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the pruned model (default)")
     p.add_argument("--no-finetune", dest="do_finetune", action="store_false",
                    help="skip fine-tuning: the pruned model is saved and exported as pruned")
-    p.add_argument("--recover", choices=["finetune", "distill"], default="finetune",
+    p.add_argument("--recover", choices=["finetune", "distill", "both"], default="finetune",
                    help="how the pruned model recovers: finetune (default: on the target) or distill "
-                        "(on the target and the dense teacher's forecasts, mixed by --distill-weight)")
+                        "(on the target and the dense teacher's forecasts, mixed by --distill-weight); "
+                        "with --frontier also both (side by side, at equal wall time)")
     p.add_argument("--distill-weight", metavar="W",
                    help="with --recover distill: the teacher term's mixing weight, 'auto' (default: "
                         "probed over 0, 0.5, 1 on validation like the lr) or a number in [0, 1]")
@@ -268,8 +285,41 @@ def prune_config(a):
         quiet=a.quiet, verbose=a.verbose, resume=a.resume, device=a.device)
 
 
+def frontier_config(a):
+    """The FrontierConfig of `tsprune prune --frontier ...`: the prune job's settings plus
+    the frontier's flags (--criterion is a list there)."""
+    from tsprune.frontier import FrontierConfig, budget_list
+    if a.budget is not None:
+        raise bad_arg("--budget", a.budget, "no --budget with --frontier (the frontier's budgets are its list)")
+    criteria = tuple(c.strip() for c in str(a.criterion).split(",") if c.strip())
+    recover = {"both": "distill"}.get(a.recover, a.recover)  # the weight flag's rule (_distill)
+    run_cfg = prune_config(argparse.Namespace(**{**vars(a), "criterion": "taylor_fisher", "recover": recover}))
+    return FrontierConfig(run=run_cfg, budgets=budget_list(a.frontier), criteria=criteria,
+                          recoveries=_recoveries(a), pick=a.pick, latency_batch=a.latency_batch,
+                          threads=a.latency_threads, int8=a.int8, paper=a.paper_plan)
+
+
+def _recoveries(a) -> tuple[str, ...]:
+    return ("finetune", "distill") if a.recover == "both" else (a.recover,)
+
+
+def _cmd_frontier(a) -> int:
+    from tsprune.frontier import run
+    r = run(frontier_config(a))
+    print(f"wrote {a.out}: {len(r['points'])} models; Pareto set: {', '.join(r['pareto']) or '-'}"
+          + (f"; picked {r['picked']} (deploy/)" if r.get("pick") and r.get("picked") else "")
+          + ("; no model satisfies --pick" if r.get("pick") and not r.get("picked") else ""))
+    return 0
+
+
 def _cmd_prune(a) -> int:
     from tsprune.pipeline import run
+    if a.frontier is not None:
+        return _cmd_frontier(a)
+    if a.pick is not None:
+        raise bad_arg("--pick", a.pick, "only with --frontier")
+    if a.recover == "both":
+        raise bad_arg("--recover", "both", "finetune or distill (both: only with --frontier)")
     r = run(prune_config(a))
     if not r:  # a torchrun worker (rank > 0): rank 0 reports
         return 0

@@ -32,10 +32,11 @@ def _session(path, threads: int, provider: str):
 
 
 def interleaved_latency(paths: dict[str, str | Path], *, context: int, batch: int, threads: int = 1,
-                        rounds: int = 15, budget_s: float | None = None, seed: int = 0,
+                        rounds: int = 15, min_s: float = 3.0, max_rounds: int = 400, seed: int = 0,
                         provider: str = "CPUExecutionProvider") -> dict:
-    """Median latency of each graph over ``rounds`` interleaved rounds (fewer when
-    ``budget_s`` runs out first; at least 3 rounds)."""
+    """Median latency of each graph over at least ``rounds`` interleaved rounds, and more
+    while the rounds have taken less than ``min_s`` seconds in all (small batches run in
+    milliseconds: a few rounds would measure the noise), at most ``max_rounds``."""
     if not paths:
         raise ValueError("interleaved_latency: no graphs to time")
     sessions = {k: _session(p, threads, provider) for k, p in paths.items()}
@@ -48,13 +49,13 @@ def interleaved_latency(paths: dict[str, str | Path], *, context: int, batch: in
     order = list(sessions)
     shuffle = random.Random(seed)
     t_start = time.perf_counter()
-    for r in range(int(rounds)):
+    for r in range(max(int(rounds), int(max_rounds))):
         shuffle.shuffle(order)
         for k in order:
             t0 = time.perf_counter()
             sessions[k].run(None, feeds[k])
             times[k].append(time.perf_counter() - t0)
-        if budget_s is not None and r >= 2 and time.perf_counter() - t_start > budget_s:
+        if r + 1 >= rounds and time.perf_counter() - t_start >= min_s:
             break
     out: dict = {k: {"median_ms": round(statistics.median(v) * 1e3, 3),
                      "min_ms": round(min(v) * 1e3, 3), "runs": len(v)} for k, v in times.items()}
