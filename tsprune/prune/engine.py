@@ -48,6 +48,9 @@ class PruneConfig:
       mask leaves through autograd, the paper's path).
     expert_threshold: MoE families (Time-MoE) delete experts routed to at most this
       fraction of tokens before channel pruning (None: the family's default).
+    drop_blocks: whole blocks removed before anything else (tsprune.prune.depth), chosen
+      greedily on the validation windows by ``depth_criterion``; below the model's block
+      count (checked when scoring).
     """
 
     ratio: float | None = None
@@ -63,6 +66,8 @@ class PruneConfig:
     scorer: str = "fused"
     seed: int = 0
     expert_threshold: float | None = None
+    drop_blocks: int = 0
+    depth_criterion: str = "measured"
 
     def __post_init__(self):
         if self.ratio is not None and not (0.0 < self.ratio < 1.0):
@@ -84,6 +89,10 @@ class PruneConfig:
             raise bad_arg("--expert-threshold", self.expert_threshold, "a number in [0, 1)")
         if self.scorer not in ("fused", "reference"):
             raise bad_arg("--scorer", self.scorer, "'fused' or 'reference'")
+        if isinstance(self.drop_blocks, bool) or not isinstance(self.drop_blocks, int) or self.drop_blocks < 0:
+            raise bad_arg("--drop-blocks", self.drop_blocks, "an integer >= 0, below the model's number of blocks")
+        if self.depth_criterion not in ("measured", "fisher"):
+            raise bad_arg("--depth-criterion", self.depth_criterion, "'measured' or 'fisher'")
 
 
 class Importance:
@@ -264,14 +273,20 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     """
     family, module = model.family, model.module
     params_dense = count_params(module)
-    # family-specific units first (Time-MoE: experts by routing frequency on train+val);
-    # they change the model, so scoring works on a copy and the plan records them
+    # whole blocks first (tsprune.prune.depth), then family-specific units (Time-MoE:
+    # experts by routing frequency on train+val); both change the model, so scoring works
+    # on a copy and the plan records them (their indices and paths: the shallower model's)
     extra = None
+    if cfg.drop_blocks:
+        from .depth import drop_for_scoring
+        model, extra = drop_for_scoring(model, val, cfg, log=log)
+        module = model.module
     if family.pre_prunes:
-        probe = model.clone()
-        extra = family.pre_prune(probe.module, [train, val], cfg)
-        if extra:
+        probe = model if extra else model.clone()
+        fam_extra = family.pre_prune(probe.module, [train, val], cfg)
+        if fam_extra:
             model, module = probe, probe.module
+            extra = {**(extra or {}), **fam_extra}
     structure = family.structure(module)
     masks = MaskSet(module, structure.linears())
     coupled = coupled_qk(structure)
