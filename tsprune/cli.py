@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-threshold", type=float,
                    help="MoE models: delete experts routed to at most this fraction of tokens "
                         "(default: the family's, 0.01 for Time-MoE)")
+    p.add_argument("--drop-blocks", type=int, default=0, metavar="K",
+                   help="first remove K whole blocks (depth pruning), chosen greedily on validation "
+                        "windows; K below the model's number of blocks (default: 0)")
+    p.add_argument("--depth-criterion", choices=["measured", "fisher"], default="measured",
+                   help="how --drop-blocks ranks blocks: the validation loss with the block skipped "
+                        "(default) or its Taylor-Fisher gate estimate")
     p.add_argument("--search", action="store_true",
                    help="choose (ratio, ema) by validation of the pruned model, then lr after fine-tuning")
     p.add_argument("--search-ratios", type=_floats("--search-ratios"), help="ratio grid (default: the family's)")
@@ -228,7 +234,8 @@ def prune_config(a):
         prune=PruneConfig(ratio=a.ratio, ema=a.ema, max_epochs=a.max_epochs, macro_batch=a.macro_batch,
                           batch_size=a.batch_size, max_sparsity=a.max_sparsity,
                           calib_samples=_profile(a, "calib_samples"), val_samples=_profile(a, "val_samples"),
-                          scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold),
+                          scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold,
+                          drop_blocks=a.drop_blocks, depth_criterion=a.depth_criterion),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,
