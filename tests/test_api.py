@@ -21,13 +21,14 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 # flag dest -> config field name, where they differ
 ALIASES = {"data": "path", "finetune_epochs": "epochs", "search_ratios": "ratios",
            "search_emas": "emas", "search_calib_samples": "calib_samples",
-           "search_val_samples": "val_samples"}
+           "search_val_samples": "val_samples", "recover": "distill", "distill_weight": "distill"}
 # fields without a flag (documented in docs/api.md)
 API_ONLY = {"prune.min_steps", "prune.patience", "finetune.grad_clip", "command"}
 # values for flags whose type says too little
 VALUES = {"--model": "some/model", "--target": "x1", "--date-col": "date", "--split": "0.6,0.2,0.2",
           "--lr": "0.001,0.0003", "--search-ratios": "0.1,0.2", "--search-emas": "0.3",
-          "--log-file": "run.log", "--expert-threshold": "0.05"}
+          "--log-file": "run.log", "--expert-threshold": "0.05", "--budget": "params=0.5",
+          "--criterion": "taylor", "--distill-weight": "0.5"}
 
 
 def _prune_parser() -> argparse.ArgumentParser:
@@ -128,6 +129,9 @@ def test_every_prune_flag_maps_to_a_config_field(tmp_path):
         field = ALIASES.get(action.dest, action.dest)
         # --search-* flags only matter with --search; --finetune only after --no-finetune
         pre = ["--search"] if flag.startswith("--search-") else []
+        if flag in ("--criterion", "--no-cost-aware"):  # only with --budget
+            pre = ["--budget", "params=0.5"]
+        pre = ["--recover", "distill"] if flag == "--distill-weight" else pre  # a weight of distillation
         twins = [a.option_strings[0] for a in parser._actions if a.dest == action.dest and a is not action]
         base = config(base_argv + pre)
         new = config(base_argv + pre + [flag, *value(action)])

@@ -22,6 +22,7 @@ import sys  # noqa: E402
 from tsprune.errors import UserError, bad_arg  # noqa: E402
 from tsprune.progress import is_quiet, set_quiet  # noqa: E402
 from tsprune.runlog import log_to_file, log_to_stderr  # noqa: E402
+from tsprune.table_flags import add_table_flags  # noqa: E402
 
 EXIT_USER = 2
 
@@ -50,12 +51,7 @@ def _floats(name):
 
 
 def _add_data_args(p, *, horizon_default=96):
-    p.add_argument("--data", help="CSV, CSV.gz or parquet file (default: the bundled demo dataset)")
-    p.add_argument("--target", nargs="+", metavar="COL", help="columns to forecast (default: every numeric column)")
-    p.add_argument("--date-col", help="the date column (default: detected)")
-    p.add_argument("--split", default="auto",
-                   help="'ett' (12/4/4 months), ratios like 0.7,0.1,0.2, or 'auto' (default): "
-                        "ett when the table holds 20 months, else 0.7,0.1,0.2")
+    add_table_flags(p, data_help="CSV, CSV.gz or parquet file (default: the bundled demo dataset)")
     p.add_argument("--context", type=int, default=512, help="context length in rows (default: 512)")
     p.add_argument("--horizon", type=int, default=horizon_default, help=f"forecast horizon (default: {horizon_default})")
     p.add_argument("--stride", type=int, default=1, help="window stride (default: 1)")
@@ -128,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-criterion", choices=["measured", "fisher"], default="measured",
                    help="how --drop-blocks ranks blocks: the validation loss with the block skipped "
                         "(default) or its Taylor-Fisher gate estimate")
+    p.add_argument("--budget", metavar="KIND=V",
+                   help="prune to a budget instead of stopping on validation: params=F or flops=F "
+                        "(the fraction kept, 0<F<1; FLOPs of the exported forecast) or speedup=S (flops=1/S)")
+    p.add_argument("--criterion", default="taylor_fisher",
+                   help="with --budget, how units are ranked: taylor_fisher (the paper's, default), "
+                        "taylor (first-order |sum w dL/dw|) or magnitude (weight L2 norm)")
+    p.add_argument("--no-cost-aware", dest="cost_aware", action="store_false", default=True,
+                   help="with --budget, rank units by importance alone (default: importance / cost)")
     p.add_argument("--search", action="store_true",
                    help="choose (ratio, ema) by validation of the pruned model, then lr after fine-tuning")
     p.add_argument("--search-ratios", type=_floats("--search-ratios"), help="ratio grid (default: the family's)")
@@ -139,7 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the pruned model (default)")
     p.add_argument("--no-finetune", dest="do_finetune", action="store_false",
                    help="skip fine-tuning: the pruned model is saved and exported as pruned")
-    p.add_argument("--compare-finetune", action="store_true", help="also fine-tune the dense model")
+    p.add_argument("--recover", choices=["finetune", "distill"], default="finetune",
+                   help="how the pruned model recovers: finetune (default: on the target) or distill "
+                        "(on the target and the dense teacher's forecasts, mixed by --distill-weight)")
+    p.add_argument("--distill-weight", metavar="W",
+                   help="with --recover distill: the teacher term's mixing weight, 'auto' (default: "
+                        "probed over 0, 0.5, 1 on validation like the lr) or a number in [0, 1]")
+    p.add_argument("--compare-finetune", action="store_true",
+                   help="also fine-tune the dense model (with --recover distill it may be the teacher)")
     p.add_argument("--lr", type=_floats("--lr"), help="learning rate, or a comma-separated grid chosen by validation")
     p.add_argument("--finetune-epochs", type=int,
                    help="fine-tuning epochs at most (default: 10; the paper: 1)")
@@ -223,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _distill(a):
+    """FinetuneConfig.distill of --recover and --distill-weight: "off" for finetune, the
+    weight (default "auto") for distill."""
+    if a.recover != "distill":
+        if a.distill_weight is not None:
+            raise bad_arg("--distill-weight", a.distill_weight, "a weight only with --recover distill")
+        return "off"
+    if a.distill_weight == "off":
+        raise bad_arg("--distill-weight", "off", "auto or a weight in [0, 1] (--recover finetune: no teacher)")
+    return "auto" if a.distill_weight is None else a.distill_weight
+
+
 def prune_config(a):
     """The RunConfig of parsed `tsprune prune` arguments: each flag sets one field."""
     from tsprune.pipeline import RunConfig
@@ -235,11 +258,13 @@ def prune_config(a):
                           batch_size=a.batch_size, max_sparsity=a.max_sparsity,
                           calib_samples=_profile(a, "calib_samples"), val_samples=_profile(a, "val_samples"),
                           scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold,
+                          budget=a.budget, criterion=a.criterion, cost_aware=a.cost_aware,
                           drop_blocks=a.drop_blocks, depth_criterion=a.depth_criterion),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,
-                                lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric),
+                                lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric,
+                                distill=_distill(a)),
         search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
                             calib_samples=a.search_calib_samples,
                             val_samples=a.search_val_samples) if a.search else None,

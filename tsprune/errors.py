@@ -16,6 +16,18 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+def exit_status(job) -> int:
+    """Run ``job()`` for a module entry point (``python -m tsprune.X``): 0 when it
+    returns, 2 with the UserError's one line on stderr when the input was bad."""
+    import sys
+    try:
+        job()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def bad_arg(name: str, value, allowed: str) -> UserError:
     """Build a UserError that names the argument, the value and what is allowed.
 

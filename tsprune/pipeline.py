@@ -2,7 +2,13 @@
 fine-tuned model directory, an ONNX graph and a report, written atomically to --out.
 
     zero-shot (dense) -> [fine-tuned dense] -> score (plan.json) -> apply (surgery)
-    -> pruned -> fine-tune -> pruned+fine-tuned -> baselines -> save -> ONNX -> report
+    -> pruned -> [teacher] -> fine-tune -> pruned+fine-tuned -> baselines -> save -> ONNX -> report
+
+Recovery (--recover, i.e. FinetuneConfig.distill): "finetune" ("off", the default)
+fine-tunes the pruned model on the target; "distill" first runs the teacher phase (the
+dense model, zero-shot or fine-tuned with --compare-finetune, whichever validates better at
+--horizon, forecasts every training window once; resumable) and fine-tunes with the
+teacher term (tsprune.train.distill).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from tsprune.report import forecast_samples, ort_latency, write_reports
 from tsprune.runlog import RunLog, log_to_file, log_to_stderr
 from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
-from tsprune.train.finetune import DEFAULT_MAX_EPOCHS
+from tsprune.train.finetune import DEFAULT_MAX_EPOCHS, training_windows, validation_windows
 from tsprune.train.lr_grid import default_lr_grid
 from tsprune.train.validation import val_windows
 from tsprune import recommend
@@ -88,8 +94,13 @@ class RunConfig:
                 import_ort()
             except ImportError as e:
                 raise UserError(f"--export onnx: {e}") from None
+        self.prune.check_budget_options()
+        if self.search is not None and self.prune.budget is not None:
+            raise bad_arg("--search", True, "not with --budget (the budget fixes the sparsity)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad_arg("--device", self.device, "auto, cpu or cuda")
+        if self.finetune.distill != "off" and not self.do_finetune:
+            raise bad_arg("--recover", "distill", "finetune with --no-finetune (nothing is recovered)")
         check_out(self.out)
         from tsprune.safety import check_run
         check_run(self)  # --out/--log-file never overlap an input
@@ -185,6 +196,7 @@ class Job:
         self.ck = work / "checkpoints" if work is not None and world()[1] == 1 else None
         self.model = self.data = self.train = self.val = self.test = None
         self.plan = self.pruned = self.dense = self.dlinear = self.rec = None
+        self.teacher = None  # tsprune.train.distill.TeacherCache (--recover distill)
 
     def phase_log(self, name: str):
         return self.rl.phase(name) if self.rl is not None else None
@@ -230,7 +242,8 @@ def _zero_shot(j: Job) -> dict:
 
 def _finetune_dense(j: Job) -> dict:
     j.dense = j.model.clone()
-    ft = finetune(j.dense, j.train, j.val_ft, j.ft_config(), show_progress=j.show, log=j.phase_log("finetune_dense"),
+    cfg = dataclasses.replace(j.ft_config(), distill="off")  # the dense model has no teacher
+    ft = finetune(j.dense, j.train, j.val_ft, cfg, show_progress=j.show, log=j.phase_log("finetune_dense"),
                   checkpoint=j.checkpoint("finetune_dense"))
     if not j.worker:
         j.dense.save(j.work / "checkpoints" / "dense_finetuned")
@@ -256,8 +269,12 @@ def _score(j: Job) -> dict:
                      log=j.phase_log("search"))
         j.plan, search_json = res.plan, res.to_json()
     else:
+        profile = None
+        if cfg.prune.budget is not None:  # FLOPs of the graph --export onnx writes
+            from tsprune.export.profile import deployed_profile
+            profile = deployed_profile(j.model, cfg.data.context, cfg.data.horizon)
         j.plan = score(j.model, j.train, j.val, cfg.prune, show_progress=j.show,
-                       log=j.phase_log("prune"), checkpoint=j.checkpoint("score"))
+                       log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile)
     if not j.worker:
         j.plan.save(j.work / "plan.json")
         j.plan = Plan.load(j.work / "plan.json")
@@ -276,9 +293,42 @@ def _pruned_eval(j: Job) -> dict:
     return j.evaluate(j.pruned, "pruned")
 
 
+def _teacher_dir(j: Job):
+    ck = j.checkpoint("finetune_pruned")
+    return ck / "teacher" if ck is not None else None
+
+
+def _teacher(j: Job) -> dict:
+    """Choose the dense teacher by validation MSE at --horizon and cache its forecasts of
+    the training windows fine-tuning will use (once each; resumable in checkpoints/)."""
+    from tsprune.train.distill import choose_teacher, teacher_cache
+    cfg = j.ft_config()
+    candidates = {"zero_shot": j.model}
+    if j.cfg.compare_finetune:
+        _restore_dense(j, None)
+        if j.dense is not None:
+            candidates["finetuned_dense"] = j.dense
+    name, scores = choose_teacher(candidates, validation_windows(j.val_ft, cfg))
+    t = time.time()
+    j.teacher = teacher_cache(candidates[name], training_windows(j.train, cfg), checkpoint=_teacher_dir(j),
+                              show_progress=j.show)
+    j.dense = None
+    return {"teacher": name, "val_mse": scores, "windows": len(j.teacher), "horizon": j.teacher.horizon,
+            "bytes": j.teacher.nbytes, "seconds": round(time.time() - t, 2), "key": j.teacher.key}
+
+
+def _restore_teacher(j: Job, result) -> None:
+    from tsprune.train.distill import TeacherCache
+    j.teacher = TeacherCache.load(_teacher_dir(j), result["key"])
+    if j.teacher is None or not j.teacher.complete:
+        raise UserError(f"--resume: the teacher cache in {_teacher_dir(j)} is missing or incomplete; "
+                        "rerun without --resume")
+
+
 def _finetune_pruned(j: Job) -> dict:
     ft = finetune(j.pruned, j.train, j.val_ft, j.ft_config(), show_progress=j.show,
-                  log=j.phase_log("finetune_pruned"), checkpoint=j.checkpoint("finetune_pruned"))
+                  log=j.phase_log("finetune_pruned"), checkpoint=j.checkpoint("finetune_pruned"),
+                  teacher=j.teacher)
     if not j.worker:
         j.pruned.save(j.work / "checkpoints" / "pruned_finetuned")
     return ft.to_json()
@@ -351,6 +401,11 @@ def _wants_finetune(j: Job) -> bool:
     return j.cfg.do_finetune
 
 
+def _wants_teacher(j: Job) -> bool:
+    from tsprune.train.distill import weights
+    return j.cfg.do_finetune and any(w > 0 for w in weights(j.cfg.finetune.distill))
+
+
 def _wants_onnx(j: Job) -> bool:
     return "onnx" in j.cfg.export
 
@@ -365,6 +420,7 @@ PHASES = (
     Phase("score", _score, restore=_restore_plan),
     Phase("apply", _apply, needs=("score",), persist=False),
     Phase("pruned_eval", _pruned_eval, needs=("apply",), output=True),
+    Phase("teacher", _teacher, needs=("apply",), when=_wants_teacher, restore=_restore_teacher),
     Phase("finetune_pruned", _finetune_pruned, needs=("apply",), when=_wants_finetune,
           restore=_restore_pruned),
     Phase("pruned_finetuned_eval", _pruned_finetuned_eval, needs=("finetune_pruned",),
@@ -446,8 +502,10 @@ def _report(j: Job, timings: dict) -> dict:
         "metrics": metrics,
         "baselines": r["baselines"],
         "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
-                  "history": plan.history, "extra": plan.extra},
+                  "history": plan.history, "extra": plan.extra,
+                  "budget": plan.config.get("measured")},
         "finetune": {"pruned": ft, "dense": r.get("finetune_dense")},
+        "recovery": _recovery(cfg, r.get("teacher"), ft),
         "structure": {"dense": j.model.describe(), "pruned": pruned.describe()},
         "samples": r["samples"],
         "search": _search_report(r["score"]["search"], ft),
@@ -459,10 +517,26 @@ def _report(j: Job, timings: dict) -> dict:
     }
 
 
+def _recovery(cfg: RunConfig, teacher: dict | None, ft: dict | None) -> dict | None:
+    """How the pruned model was recovered: method, and with distillation the chosen teacher
+    (and its validation MSE), the mixing weights tried and the one chosen."""
+    if not cfg.do_finetune:
+        return None
+    out = {"method": "finetune" if cfg.finetune.distill == "off" else "distill"}
+    if cfg.finetune.distill != "off":
+        out["distill"] = cfg.finetune.distill
+    if teacher is not None:
+        out.update(teacher=teacher["teacher"], teacher_val_mse=teacher["val_mse"],
+                   cache={k: teacher[k] for k in ("windows", "horizon", "bytes", "seconds")},
+                   weights=sorted({t["w"] for t in (ft or {}).get("trials", []) if "w" in t}),
+                   weight=(ft or {}).get("distill_weight"))
+    return out
+
+
 def _effective_config(j: Job, ft: dict | None) -> dict:
     """The settings as they ran: the family's defaults filled in where a flag was left out."""
     cfg, fam = j.cfg, j.model.family
-    prune = {**asdict(cfg.prune), "ratio": j.plan.config["ratio"], "max_epochs": j.plan.config["max_epochs"]}
+    prune = {**asdict(cfg.prune), "ratio": j.plan.config.get("ratio"), "max_epochs": j.plan.config["max_epochs"]}
     finetune = asdict(j.ft_config())
     finetune["epochs"] = cfg.finetune.epochs or DEFAULT_MAX_EPOCHS
     if ft is not None:

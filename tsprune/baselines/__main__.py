@@ -15,7 +15,7 @@ import torch
 
 from tsprune.baselines import evaluate_forecaster, evaluate_seasonal_naive, train_dlinear
 from tsprune.data import DataConfig, ett_path, prepare
-from tsprune.errors import UserError
+from tsprune.errors import exit_status
 
 
 def main(argv=None) -> int:
@@ -36,7 +36,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     print(f"{'data':8} {'naive mse':>9} {'mae':>6} {'seas. mse':>9} {'mae':>6} "
           f"{'DLinear mse':>11} {'mae':>6} {'epochs':>6} {'train s':>7} {'cpu s':>6}")
-    try:
+
+    def table():
         for name in args.datasets:
             path = ett_path(name) or name
             data = prepare(DataConfig(path, split=args.split, context=args.context,
@@ -53,10 +54,8 @@ def main(argv=None) -> int:
             print(f"{name:8} {last['mse']:9.4f} {last['mae']:6.4f} {seas['mse']:9.4f} "
                   f"{seas['mae']:6.4f} {dl['mse']:11.4f} {dl['mae']:6.4f} "
                   f"{len(model.history):6d} {seconds:7.1f} {cpu:6.1f}", flush=True)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(table)
 
 
 if __name__ == "__main__":

@@ -89,8 +89,11 @@ class WindowDataset(Dataset):
         return self.view[c, k, : self.context], self.view[c, k, self.context:]
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                drop_last: bool = False):
-        """Yield (context (B, L), target (B, H)) batches; order as the dataset unless shuffle."""
+                drop_last: bool = False, with_ids: bool = False):
+        """Yield (context (B, L), target (B, H)) batches; order as the dataset unless shuffle.
+        with_ids: yield (window ids (B,) int64, context, target) instead, where a window id
+        is the item's flat index in the full dataset (channel * per_channel + k), the same in
+        every subset (what a per-window cache is keyed by)."""
         if batch_size < 1:
             raise bad_arg("batch_size", batch_size, "a positive integer")
         n = len(self)
@@ -98,7 +101,16 @@ class WindowDataset(Dataset):
             else torch.arange(n)
         stop = n - n % batch_size if drop_last else n
         for s in range(0, stop, batch_size):
-            yield self.gather(order[s: s + batch_size])
+            items = order[s: s + batch_size]
+            if with_ids:
+                yield (self.window_ids(items), *self.gather(items))
+            else:
+                yield self.gather(items)
+
+    def window_ids(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) int64 window ids (see ``batches``) of items ``items`` (default: every item)."""
+        ids = self._ids()
+        return ids if items is None else ids[items]
 
     def n_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)

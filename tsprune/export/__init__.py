@@ -7,6 +7,7 @@ must not pull in torch and onnx through this package's __init__ (seconds on a bu
 import importlib
 
 _LAZY = {name: "onnx_export" for name in ("ExportError", "check_parity", "export_onnx", "onnx_parity")}
+_LAZY["deployed_profile"] = "profile"
 __all__ = sorted(_LAZY)
 
 

@@ -2,6 +2,8 @@
 subcommand's parser, so nothing here may import torch or onnx."""
 from __future__ import annotations
 
+from tsprune.table_flags import add_table_flags
+
 FORMATS = ("onnx", "triton")
 PRECISIONS = ("fp32", "fp16")
 QUANTIZE = ("int8",)
@@ -25,13 +27,8 @@ def add_arguments(x) -> None:
                    help="fix the context axis to --context (default: dynamic where the family allows it)")
     x.add_argument("--graph", choices=("optimized", "reference"), default="optimized",
                    help="optimized (the family's export adapter, default) or reference (its torch code as is)")
-    x.add_argument("--data", help="CSV/parquet file: measure the accuracy delta on its test windows "
-                                  "(default: synthetic windows)")
-    x.add_argument("--target", nargs="+", metavar="COL", help="columns of --data (default: every numeric column)")
-    x.add_argument("--date-col", help="the date column of --data (default: detected)")
-    x.add_argument("--split", default="auto",
-                   help="split of --data: 'ett', ratios like 0.7,0.1,0.2, or 'auto' (default, as for "
-                        "`tsprune prune`): ett when the table holds 20 months, else 0.7,0.1,0.2")
+    add_table_flags(x, data_help="CSV/parquet file: measure the accuracy delta on its test windows "
+                                 "(default: synthetic windows)", of=" of --data")
     x.add_argument("--stride", type=int, default=1, help="test window stride (default: 1)")
     x.add_argument("--eval-samples", type=int, default=2048,
                    help="test windows for the accuracy check, a seeded subsample (default: 2048; 0: all)")

@@ -106,6 +106,9 @@ class _Lin(nn.Module):
         dim (q, k and v: one MatMul, then split)."""
         super().__init__()
         self.sizes = [int(lin.out_features) for lin in lins]
+        # which Linears this product computes (ids, not modules: nothing more to export),
+        # for FLOP profiles of the graph (tsprune.export.profile)
+        self.tsprune_sources = tuple(id(lin) for lin in lins)
         w = torch.cat([lin.weight.detach() for lin in lins], 0)                  # (out, in)
         self.weight_t = nn.Parameter(w.t().contiguous(), requires_grad=False)    # (in, out)
         if all(lin.bias is None for lin in lins):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tsprune.errors import UserError
+from tsprune.errors import exit_status
 
 
 def main(argv=None) -> int:
@@ -20,12 +20,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     add_cli_arguments(ap)
     ns = ap.parse_args(argv)
-    try:
-        run(from_args(ns), ns.out, resume=ns.resume, progress=not ns.no_progress)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: run(from_args(ns), ns.out, resume=ns.resume,
+                                   progress=not ns.no_progress))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Pruning: masks and scoring (engine), plans, and physical surgery."""
 from __future__ import annotations
 
+from .budget import Budget, CostModel, FlopProfile  # noqa: F401
 from .engine import PruneConfig, score  # noqa: F401
 from .depth import DROPPED, block_costs, choose_blocks, split_extra  # noqa: F401
 from .masks import MaskSet
 from .plan import Plan  # noqa: F401
 from .surgery import analyze, apply_cut
+from .to_budget import score_to_budgets  # noqa: F401
 
 
 def apply(model, plan: Plan):

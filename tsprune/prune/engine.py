@@ -26,6 +26,7 @@ from tsprune.progress import progress
 
 from tsprune.state import load_state, save_state
 
+from .criteria import CRITERIA
 from .masks import MaskSet, attach
 from .plan import Plan
 from .surgery import analyze, count_params
@@ -50,7 +51,18 @@ class PruneConfig:
       fraction of tokens before channel pruning (None: the family's default).
     drop_blocks: whole blocks removed before anything else (tsprune.prune.depth), chosen
       greedily on the validation windows by ``depth_criterion``; below the model's block
-      count (checked when scoring).
+      count (checked when scoring); not with ``budget`` (tsprune.prune.block_costs gives the
+      per-block parameters a budget would need).
+    budget: prune to a budget instead of stopping on validation: "params=F" or "flops=F"
+      (the fraction kept, 0 < F < 1) or "speedup=S" (flops=1/S); see tsprune.prune.to_budget.
+      ratio and patience are then unused; max_epochs is the number of epochs over which
+      the budget is reached (default 1).
+    criterion: how units are ranked under a budget: "taylor_fisher" (the paper's), "taylor"
+      (first-order |sum w dL/dw|) or "magnitude" (L2 norm of the unit's weights).
+    cost_aware: under a budget, rank by |importance| / the unit's cost in the budget's
+      measure (False: by |importance| alone).
+    criterion and cost_aware are for budgets: score() without one refuses other values
+    (score_to_budgets takes its budgets as an argument and uses them).
     """
 
     ratio: float | None = None
@@ -68,6 +80,9 @@ class PruneConfig:
     expert_threshold: float | None = None
     drop_blocks: int = 0
     depth_criterion: str = "measured"
+    budget: str | None = None
+    criterion: str = "taylor_fisher"
+    cost_aware: bool = True
 
     def __post_init__(self):
         if self.ratio is not None and not (0.0 < self.ratio < 1.0):
@@ -93,6 +108,22 @@ class PruneConfig:
             raise bad_arg("--drop-blocks", self.drop_blocks, "an integer >= 0, below the model's number of blocks")
         if self.depth_criterion not in ("measured", "fisher"):
             raise bad_arg("--depth-criterion", self.depth_criterion, "'measured' or 'fisher'")
+        if self.budget is not None:
+            from .budget import Budget
+            object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
+        if self.criterion not in CRITERIA:
+            raise bad_arg("--criterion", self.criterion, ", ".join(CRITERIA))
+        if self.drop_blocks and self.budget is not None:  # a budget does not count blocks yet
+            raise bad_arg("--drop-blocks", self.drop_blocks, "0 with --budget (depth pruning runs on "
+                          "the validation-stopped schedule only)")
+
+    def check_budget_options(self) -> None:
+        """criterion and cost_aware rank units under a budget only (score_to_budgets takes
+        its budgets apart from the config): without one they must keep their defaults."""
+        if self.budget is None and self.criterion != "taylor_fisher":
+            raise bad_arg("--criterion", self.criterion, "taylor_fisher without --budget")
+        if self.budget is None and not self.cost_aware:
+            raise bad_arg("--no-cost-aware", True, "only with --budget")
 
 
 class Importance:
@@ -261,7 +292,7 @@ def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int,
 
 
 def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
-          log=None, checkpoint=None) -> Plan:
+          log=None, checkpoint=None, profile=None) -> Plan:
     """Find pruning masks for ``model`` (a tsprune.model.TSModel) on window datasets.
 
     train, val: WindowDataset-like objects (len, batches, subset). Returns a Plan; the
@@ -270,7 +301,14 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
       scoring interrupted at any point continues from its last step when called again.
     Under torch.distributed every rank scores its share of each mini-batch; step scores
     are all-reduced before ranking, so all ranks produce the same plan.
+    With ``cfg.budget`` the units are pruned down to the budget instead
+    (tsprune.prune.to_budget; profile: the FLOPs profile of the deployed forecast).
     """
+    if cfg.budget is not None:
+        from .to_budget import score_to_budgets
+        return score_to_budgets(model, train, val, cfg, [cfg.budget], show_progress=show_progress,
+                                log=log, checkpoint=checkpoint, profile=profile)[0]
+    cfg.check_budget_options()
     family, module = model.family, model.module
     params_dense = count_params(module)
     # whole blocks first (tsprune.prune.depth), then family-specific units (Time-MoE:

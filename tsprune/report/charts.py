@@ -114,7 +114,7 @@ def prune_curve(history: list[dict], best_epoch: int | None = None) -> str | Non
     fig = _figure(11, 3.0)
     ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     if steps:
-        ax.plot(xs, [h["train_loss"] for h in steps], color=HIST, lw=1.2, label="train loss (step)")
+        ax.plot(xs, [h.get("train_loss") if h.get("train_loss") is not None else float("nan") for h in steps], color=HIST, lw=1.2, label="train loss (step)")
     ex = [end_of.get(h["epoch"], h["epoch"]) for h in epochs]
     if epochs:
         ax.plot(ex, [h["val_loss"] for h in epochs], "o-", color=DENSE, ms=5, lw=1.4,

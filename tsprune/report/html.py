@@ -208,6 +208,9 @@ def prune_section(r: dict) -> str:
                 f"max epochs {cfg.get('max_epochs')}", f"scorer {escape(str(cfg.get('scorer')))}",
                 f"best epoch {pr.get('best_epoch')}", f"best validation loss {_num(cfg.get('best_val_loss'))}"]
         out.append(f'<p class="note">{", ".join(bits)}.</p>')
+        if cfg.get("measured"):
+            from .writer import budget_line
+            out.append(f'<p class="note">{escape(budget_line(cfg["measured"], cfg))}</p>')
     out.append(_img(charts.prune_curve(hist, pr.get("best_epoch")), "pruning curve"))
     ep = [h for h in hist if "val_loss" in h and "step" not in h]
     if ep:

@@ -27,6 +27,11 @@ Stable keys of report.json:
                                          deploy by validation MSE (tsprune.recommend); its
                                          headline is report.md's first line
   onnx.model                             which model model.onnx holds: tsfm or dlinear
+  recovery                               null with --no-finetune, else {method: finetune |
+                                         distill}; with distill also teacher (zero_shot |
+                                         finetuned_dense), teacher_val_mse {name: MSE},
+                                         distill (the flag), weights (tried), weight (chosen),
+                                         cache {windows, horizon, bytes, seconds}
   command, versions                      the exact command line and package versions
   timings                                seconds per phase, and total
 """
@@ -38,6 +43,11 @@ from pathlib import Path
 
 def _fmt(x, nd=4):
     return "-" if x is None else f"{x:.{nd}f}"
+
+
+def _trial(t: dict) -> str:
+    w = f" w {t['w']:g}" if "w" in t else ""
+    return f"lr {t['lr']:g}{w}{' probe' if 'probe_steps' in t else ''}: {t['val_loss']:.4f}"
 
 
 def render_markdown(r: dict) -> str:
@@ -71,6 +81,9 @@ def render_markdown(r: dict) -> str:
               f"({pc['steps_per_epoch']} steps/epoch), max epochs {pc['max_epochs']}, scorer "
               f"{pc['scorer']}, best epoch {r['prune']['best_epoch']}, best validation loss "
               f"{_fmt(pc.get('best_val_loss'))}.", ""]
+    bud = pc.get("measured")
+    if bud:
+        lines += [budget_line(bud, pc), ""]
     ep = [h for h in r["prune"]["history"] if "val_loss" in h]
     if ep:
         lines += ["| epoch | val loss | sparsity | alive channels |", "|---:|---:|---:|---:|"]
@@ -116,8 +129,16 @@ def render_markdown(r: dict) -> str:
         lines += ["## Fine-tuning (pruned model)", "",
                   f"chosen lr {ft['lr']:g} (validation {ft['val_loss_before']:.4f} -> {ft['val_loss']:.4f}), "
                   f"{ft['epochs_run']} epoch(s){how}; trials: " +
-                  ", ".join(f"lr {t['lr']:g}{' probe' if 'probe_steps' in t else ''}: {t['val_loss']:.4f}"
-                            for t in ft["trials"]), ""]
+                  ", ".join(_trial(t) for t in ft["trials"]), ""]
+        rc = r.get("recovery") or {}
+        if rc.get("method") == "distill":
+            tv = ", ".join(f"{k} {v:.4f}" for k, v in rc["teacher_val_mse"].items())
+            w = rc.get("weight")
+            lines += [f"Recovery by distillation: teacher {rc['teacher']} (validation MSE {tv}), "
+                      f"mixing weight {'-' if w is None else f'{w:g}'} (--distill {rc['distill']}, tried "
+                      f"{', '.join(f'{x:g}' for x in rc['weights'])}); teacher forecasts of "
+                      f"{rc['cache']['windows']:,} windows ({rc['cache']['bytes'] / 1e6:.1f} MB) "
+                      f"in {rc['cache']['seconds']:.1f} s.", ""]
     if r.get("onnx"):
         o = r["onnx"]
         held = {"dlinear": " (the DLinear baseline, as recommended)", "tsfm": " (the pruned TSFM)"}
@@ -143,3 +164,13 @@ def write_reports(report: dict, out_dir: str | Path) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "report.md").write_text(render_markdown(report))
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
+
+
+def budget_line(bud: dict, pc: dict) -> str:
+    """One sentence on a budget run: the budget and the measured kept fractions."""
+    flops = "" if bud.get("kept_flops") is None else f", FLOPs {bud['kept_flops']:.4f}"
+    return (f"Budget {bud['budget']} ({bud['measure']}, criterion {pc.get('criterion')}, "
+            f"{'cost-aware' if pc.get('cost_aware', True) else 'by importance alone'}): kept parameters "
+            f"{bud['kept_params']:.4f}{flops} of the dense model (FLOPs of one forecast, "
+            f"{(bud.get('profile') or {}).get('source')}, context {(bud.get('profile') or {}).get('context')}, "
+            f"horizon {(bud.get('profile') or {}).get('horizon')}).")

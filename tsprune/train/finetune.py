@@ -18,6 +18,14 @@ longer than the model's output patch.
 
 The paper's recipe: ``FinetuneConfig(lr=(3e-5,), epochs=1, patience=1, val_every=0,
 lr_probe_steps=0, val_metric="loss")``.
+
+Distillation (tsprune.train.distill; ``distill`` != "off", a ``teacher`` given): every step
+mixes the native loss with a teacher term by a weight w. "auto" searches w like the rate:
+the rates are probed at w = 0 (plain fine-tuning), then the other weights of
+distill.AUTO_WEIGHTS at the chosen rate, on the same batches, and the best (rate, w) gets
+the full run: len(grid) + 2 probes, all inside the time budget. With lr_probe_steps=0
+every (rate, w) gets a full run. "off" (and a fixed w = 0) is plain fine-tuning, step for
+step the same as without a teacher.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -35,6 +44,7 @@ from tsprune.errors import bad_arg
 from tsprune.progress import progress
 from tsprune.state import load_state, optimizer_from_tensors, optimizer_to_tensors, save_state
 
+from .distill import TeacherCache, check_distill, distill_loss, teacher_cache, weights
 from .lr_grid import default_lr_grid
 from .validation import METRICS, rolls_out, validate
 
@@ -58,7 +68,10 @@ class FinetuneConfig:
       full run per rate).
     val_metric: "forecast_mse" (point forecast at the validation horizon, rolled out) or
       "loss" (the family's native loss over the first output patch).
-    train_samples / val_samples: optional seeded subsampling of windows."""
+    train_samples / val_samples: optional seeded subsampling of windows.
+    distill: "off" (plain fine-tuning), "auto" (mixing weight probed over
+      distill.AUTO_WEIGHTS) or a fixed weight in [0, 1] of the teacher term
+      (tsprune.train.distill); anything but "off" needs finetune(..., teacher=)."""
 
     lr: tuple[float, ...] | None = None
     epochs: int | None = None
@@ -72,6 +85,7 @@ class FinetuneConfig:
     time_budget_s: float | None = None
     lr_probe_steps: int = 50
     val_metric: str = "forecast_mse"
+    distill: str | float = "off"
 
     def __post_init__(self):
         if self.lr is not None:
@@ -100,6 +114,7 @@ class FinetuneConfig:
                           "an integer >= 0 (0 = a full run per learning rate)")
         if self.val_metric not in METRICS:
             raise bad_arg("--val-metric", self.val_metric, " or ".join(METRICS))
+        object.__setattr__(self, "distill", check_distill(self.distill))
 
 
 @dataclass
@@ -107,7 +122,9 @@ class FinetuneResult:
     """The chosen run: lr, its best validation figure (val_loss) and the starting one
     (val_loss_before); epochs_run / steps_run of that run, the step of its best weights
     (best_step, 0 = the starting weights), why it stopped ("patience", "epochs", "budget").
-    trials: one dict per probe and per full run; history: the chosen run's validations."""
+    trials: one dict per probe and per full run; history: the chosen run's validations.
+    distill_weight: the chosen run's mixing weight w (None without distillation; trials and
+    history then carry "w" too)."""
 
     lr: float
     val_loss: float
@@ -122,6 +139,7 @@ class FinetuneResult:
     val_metric: str = "forecast_mse"
     val_horizon: int = 0
     rolled_out: bool = False
+    distill_weight: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -135,18 +153,30 @@ def _optimizer(model, lr: float):
 
 
 class _LossModule(nn.Module):
-    """forward(context, target) -> the family's training loss (+ auxiliary loss), so that
-    DistributedDataParallel can wrap the whole training step."""
+    """forward(context, target[, teacher point, teacher quantiles, w]) -> the training loss,
+    so that DistributedDataParallel can wrap the whole training step: the family's loss
+    (+ auxiliary loss), mixed with the distillation term by w (tsprune.train.distill; w = 0
+    or no teacher: the family's loss alone, w = 1: the teacher term alone)."""
 
     def __init__(self, family, module: nn.Module):
         super().__init__()
         self.family, self.module = family, module
 
-    def forward(self, c, t):
+    def forward(self, c, t, tp=None, tq=None, w: float = 0.0):
         dev = next(self.module.parameters()).device
-        loss = self.family.loss(self.module, c.to(dev), t.to(dev))
-        aux = self.family.aux_loss(self.module)
-        return loss if aux is None else loss + aux
+        loss = None
+        if tp is None or w < 1.0:
+            loss = self.family.loss(self.module, c.to(dev), t.to(dev))
+            aux = self.family.aux_loss(self.module)
+            loss = loss if aux is None else loss + aux
+            if tp is None or w == 0.0:
+                return loss
+        c = c.to(dev)
+        f = self.family.forecast(self.module, c, tp.shape[1])
+        if not f.point.requires_grad:
+            raise ValueError(f"distillation: the {self.family.name} forecast is not differentiable")
+        d = distill_loss(f.point, f.quantiles, tp.to(dev), None if tq is None else tq.to(dev), c)
+        return d if loss is None else (1.0 - w) * loss + w * d
 
 
 def _agree(flag: bool) -> bool:
@@ -181,6 +211,32 @@ class _Ckpt:
         return None if self.path is None else load_state(self.path)
 
 
+def training_windows(train, cfg: FinetuneConfig):
+    """The training windows ``finetune`` uses: ``train`` subsampled by cfg.train_samples."""
+    return train.subset(cfg.train_samples, seed=cfg.seed) if cfg.train_samples else train
+
+
+def validation_windows(val, cfg: FinetuneConfig):
+    """The validation windows ``finetune`` uses: ``val`` subsampled by cfg.val_samples."""
+    return val.subset(cfg.val_samples, seed=cfg.seed + 1) if cfg.val_samples else val
+
+
+def _after_probes(pos: dict, ws: tuple, steps: int) -> list:
+    """Queue entries once the probes queued so far are done: the rate of the best probe
+    (fixed by the first call), then probes of the mixing weights not yet tried at that rate,
+    then the full run of the best (rate, w) probed (ties: the earlier probe)."""
+    probes = [tr for tr in pos["trials"] if "probe_steps" in tr]
+    if pos.get("lr_star") is None:
+        pos["lr_star"] = min(probes, key=lambda tr: tr["val_loss"])["lr"]
+    lr = pos["lr_star"]
+    at_lr = [tr for tr in probes if tr["lr"] == lr]
+    tried = {tr.get("w", 0.0) for tr in at_lr}
+    rest = [w for w in ws if w not in tried]
+    if rest:
+        return [[lr, steps, True, w] for w in rest]
+    return [[lr, 0, False, min(at_lr, key=lambda tr: tr["val_loss"]).get("w", 0.0)]]
+
+
 def _fresh_run(v0: float) -> dict:
     """The per-run part of the position (one learning rate, probe or full run)."""
     return {"epoch": 0, "batch": 0, "step": 0, "tot": 0.0, "n": 0, "stale": 0, "run_best_val": v0,
@@ -189,7 +245,7 @@ def _fresh_run(v0: float) -> dict:
 
 def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
              show_progress: bool = True, log=None, checkpoint=None,
-             checkpoint_every_s: float = 120.0) -> FinetuneResult:
+             checkpoint_every_s: float = 120.0, teacher=None) -> FinetuneResult:
     """Fine-tune ``model`` (TSModel) in place on window datasets and leave it holding the best
     weights found (the starting weights count as step 0).
 
@@ -202,22 +258,35 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
     Under torch.distributed (torchrun) each rank trains on its share of every batch inside
     DistributedDataParallel; the losses are scaled so that the gradients equal one process's,
     and the decision to stop on the time budget is shared by all ranks.
+    teacher: with cfg.distill != "off", the dense teacher (a TSModel: its forecasts of the
+      training windows are computed once, before the clock of the budget starts, and kept in
+      CHECKPOINT/teacher; or a distill.TeacherCache of those windows, e.g. the pipeline's).
     """
     t0 = time.time()
     grid = tuple(cfg.lr) if cfg.lr else default_lr_grid(model.family)
     epochs = cfg.epochs or DEFAULT_MAX_EPOCHS
-    probe = cfg.lr_probe_steps if len(grid) > 1 else 0
-    if cfg.train_samples:
-        train = train.subset(cfg.train_samples, seed=cfg.seed)
-    if cfg.val_samples:
-        val = val.subset(cfg.val_samples, seed=cfg.seed + 1)
+    ws = weights(cfg.distill)
+    distilling = cfg.distill != "off"
+    probe = cfg.lr_probe_steps if len(grid) > 1 or len(ws) > 1 else 0
+    train = training_windows(train, cfg)
+    val = validation_windows(val, cfg)
+    cache = None
+    if any(w > 0 for w in ws):
+        if teacher is None:
+            raise ValueError(f"FinetuneConfig.distill={cfg.distill!r} needs a teacher "
+                             f"(finetune(..., teacher=TSModel or TeacherCache))")
+        cache = teacher if isinstance(teacher, TeacherCache) else teacher_cache(
+            teacher, train, checkpoint=None if checkpoint is None else Path(checkpoint) / "teacher",
+            show_progress=show_progress and world()[0] == 0)
+        cache.lookup(train.window_ids())  # every training window is there (KeyError if not)
     torch.manual_seed(cfg.seed)
     module = model.module
     rank, n_proc = world()
     ck = _Ckpt(checkpoint, checkpoint_every_s)
     fingerprint = json.loads(json.dumps({"cfg": asdict(cfg), "lrs": list(grid), "epochs": epochs,
                                          "probe": probe, "n_train": len(train), "n_val": len(val),
-                                         "val_horizon": val.horizon, "world": n_proc}))
+                                         "val_horizon": val.horizon, "world": n_proc,
+                                         "teacher": None if cache is None else cache.key}))
     st = ck.load()
     if st is not None and st[1].get("fingerprint") != fingerprint:
         st = None
@@ -225,7 +294,8 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
     if st is None:
         v0 = validate(model, val, cfg.val_metric)
         start = _clone_state(module)
-        queue = [[lr, probe, True] for lr in grid] if probe else [[lr, 0, False] for lr in grid]
+        queue = [[lr, probe, True, ws[0]] for lr in grid] if probe else \
+            [[lr, 0, False, w] for lr in grid for w in ws]
         pos = {"queue": queue, "qi": 0, "elapsed": 0.0, "trials": [], "best": None, **_fresh_run(v0)}
         opt_t, opt_m = None, None
     else:
@@ -256,11 +326,13 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
     def epoch_no() -> int:  # 1-based epoch of the latest step
         return pos["epoch"] + (1 if pos["batch"] else 0)
 
-    def check(lr: float, is_probe: bool) -> None:
+    def check(lr: float, is_probe: bool, w: float) -> None:
         """Validate now; keep the run's best weights (full runs only)."""
         v = validate(model, val, cfg.val_metric)
         rec = {"lr": lr, "epoch": epoch_no(), "step": pos["step"],
                "train_loss": pos["tot"] / max(pos["n"], 1), "val_loss": v, "seconds": round(clock(), 2)}
+        if distilling:
+            rec["w"] = w
         if is_probe:
             rec["probe"] = True
         pos["history"].append(rec)
@@ -284,7 +356,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         step_module = DistributedDataParallel(step_module, find_unused_parameters=True)
     budget = cfg.time_budget_s
     while pos["qi"] < len(pos["queue"]):
-        lr, max_steps, is_probe = pos["queue"][pos["qi"]]
+        lr, max_steps, is_probe, w = pos["queue"][pos["qi"]]
         fresh = pos["epoch"] == 0 and pos["batch"] == 0 and opt_t is None
         if fresh:
             module.load_state_dict(start)
@@ -304,22 +376,28 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
             n_win = len(train) if not max_steps else min(len(train), (max_steps - pos["step"]
                                                                       + pos["batch"]) * cfg.batch_size)
             what = "probe" if is_probe else f"epoch {epoch + 1}/{epochs}"
-            bar = progress(total=n_win, desc=f"finetune lr={lr:g} {what}", unit="win",
-                           disable=not show_progress or rank != 0)
-            for i, (c, t) in enumerate(train.batches(cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)):
+            bar = progress(total=n_win, desc=f"finetune lr={lr:g}{f' w={w:g}' if distilling else ''} {what}",
+                           unit="win", disable=not show_progress or rank != 0)
+            for i, batch in enumerate(train.batches(cfg.batch_size, shuffle=True, seed=cfg.seed + epoch,
+                                                    with_ids=cache is not None)):
+                ids, c, t = batch if cache is not None else (None, *batch)
                 if i < pos["batch"]:
                     bar.update(c.shape[0])
                     continue
                 # each rank takes its share of the batch; DDP averages gradients over ranks,
                 # so a share's mean loss is weighted by share * n_proc / batch
                 cs, ts = (c[rank::n_proc], t[rank::n_proc]) if n_proc > 1 else (c, t)
+                tp, tq = cache.lookup(ids) if cache is not None and w > 0 else (None, None)
+                if tp is not None and n_proc > 1:
+                    tp, tq = (tp[rank::n_proc] if cs.shape[0] else tp[:1],
+                              None if tq is None else tq[rank::n_proc] if cs.shape[0] else tq[:1])
                 opt.zero_grad(set_to_none=True)
                 if cs.shape[0]:
-                    loss = step_module(cs, ts)
+                    loss = step_module(cs, ts, tp, tq, w)
                     (loss * (cs.shape[0] * n_proc / c.shape[0]) if n_proc > 1 else loss).backward()
                     lv = loss.detach().item() * cs.shape[0]
                 else:  # an empty share still joins DDP's gradient all-reduce
-                    loss = step_module(c[:1], t[:1])
+                    loss = step_module(c[:1], t[:1], tp, tq, w)
                     (loss * 0.0).backward()
                     lv = 0.0
                 if clip:
@@ -339,7 +417,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                     post["left"] = f"{max(pos['deadline'] - clock(), 0):.0f}s"
                 bar.set_postfix(**post)
                 if not is_probe and cfg.val_every and pos["step"] % cfg.val_every == 0:
-                    check(lr, is_probe)
+                    check(lr, is_probe, w)
                     if pos["stale"] >= cfg.patience:
                         pos["stopped"] = "patience"
                 if pos["stopped"] is None and max_steps and pos["step"] >= max_steps:
@@ -355,19 +433,21 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
             if pos["stopped"] is None:  # the epoch is over
                 pos.update(epoch=epoch + 1, batch=0)
                 if not is_probe and not cfg.val_every and pos["last_val_step"] != pos["step"]:
-                    check(lr, is_probe)
+                    check(lr, is_probe, w)
                     if pos["stale"] >= cfg.patience:
                         pos["stopped"] = "patience"
                 if pos["stopped"] is None and pos["epoch"] >= epochs:
                     pos["stopped"] = "epochs"
             save_ck(opt)
         if pos["last_val_step"] != pos["step"]:  # the steps since the last validation count too
-            check(lr, is_probe)
+            check(lr, is_probe, w)
         # the run for this lr is over: a probe scores its last validation, a full run its best
         v = pos["history"][-1]["val_loss"] if is_probe and pos["history"] else pos["run_best_val"]
         trial = {"lr": lr, "val_loss": v, "epochs": epoch_no(),
                  "steps": pos["step"], "best_step": 0 if is_probe else pos["run_best_step"],
                  "stopped": pos["stopped"], "improved": v < v0}
+        if distilling:
+            trial["w"] = w
         if is_probe:
             trial["probe_steps"] = max_steps
         pos["trials"].append(trial)
@@ -376,9 +456,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
             S["best_state"] = S["run_best"] if S["run_best"] is not None else \
                 {k: x.clone() for k, x in start.items()}
         if is_probe and not any(q[2] for q in pos["queue"][pos["qi"] + 1:]):
-            probes = [tr for tr in pos["trials"] if "probe_steps" in tr]
-            chosen = min(probes, key=lambda tr: tr["val_loss"])["lr"]
-            pos["queue"].append([chosen, 0, False])
+            pos["queue"].extend(_after_probes(pos, ws, probe))
         pos.update(qi=pos["qi"] + 1, **_fresh_run(v0))
         S["run_best"] = None
         save_ck(None)
@@ -389,4 +467,5 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                           trials=pos["trials"], history=b["history"], seconds=time.time() - t0,
                           steps_run=b["steps"], best_step=b["best_step"], stopped=b["stopped"] or "",
                           val_metric=cfg.val_metric, val_horizon=int(val.horizon),
-                          rolled_out=rolls_out(model, val.horizon))
+                          rolled_out=rolls_out(model, val.horizon),
+                          distill_weight=b.get("w") if distilling else None)

@@ -1,0 +1,68 @@
+"""The frontier's Pareto set, `--pick` and the interleaved speed-up measurement."""
+import pytest
+
+from tsprune.errors import UserError
+from tsprune.frontier.select import parse_pick, pareto, pick
+
+PTS = [
+    {"name": "a", "speedup": 1.5, "mse": 0.370, "mae": 0.40, "params": 0.7},
+    {"name": "b", "speedup": 2.1, "mse": 0.372, "mae": 0.41, "params": 0.5},
+    {"name": "c", "speedup": 2.0, "mse": 0.380, "mae": 0.42, "params": 0.5},   # dominated by b
+    {"name": "d", "speedup": 3.2, "mse": 0.390, "mae": 0.43, "params": 0.3},
+    {"name": "e", "speedup": 3.2, "mse": 0.395, "mae": 0.43, "params": 0.3},   # dominated by d
+]
+REFS = {"dense_ft": {"mse": 0.373, "mae": 0.41}, "dense_zs": {"mse": 0.396, "mae": 0.44}}
+
+
+def test_pareto_drops_dominated_points_fastest_first():
+    assert pareto(PTS) == ["d", "b", "a"]
+
+
+def test_pareto_keeps_ties():
+    pts = [{"name": "x", "speedup": 2.0, "mse": 0.5}, {"name": "y", "speedup": 2.0, "mse": 0.5}]
+    assert sorted(pareto(pts)) == ["x", "y"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("mse<=dense_ft", "b"),                 # fastest model at least as accurate as dense FT
+    ("mse<=dense_ft*1.02", "b"),            # 0.3805 bound: d (0.390) is out
+    ("mse<=dense_ft*1.05", "d"),
+    ("speedup>=2", "b"),                    # most accurate model at least 2x faster
+    ("speedup>=3", "d"),
+    ("speedup>=2, mse<=dense_zs", "d"),     # an error bound: the fastest that satisfies both
+    ("params<=0.5", "b"),
+    ("mse<=0.3", None),
+])
+def test_pick(text, expected):
+    got = pick(PTS, parse_pick(text), REFS)
+    assert (got["name"] if got else None) == expected
+
+
+@pytest.mark.parametrize("text", ["", "mse", "mse<dense", "speedup>=dense_ft", "latency<=3", "mse<=x*2",
+                                  "mse=<0.4"])
+def test_bad_pick_names_the_flag(text):
+    with pytest.raises(UserError, match="--pick"):
+        parse_pick(text)
+
+
+def test_interleaved_latency_times_every_graph_equally(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from tsprune.export.speed import interleaved_latency, speedups
+
+    def graph(path, width):  # x (B, 16) @ W (16, width): a cheap and an expensive graph
+        import numpy as np
+        w = helper.make_tensor("w", TensorProto.FLOAT, [16, width], np.ones(16 * width, dtype=np.float32))
+        node = helper.make_node("MatMul", ["x", "w"], ["y"])
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", width])], [w])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), path)
+        return path
+
+    lat = interleaved_latency({"big": graph(tmp_path / "big.onnx", 4096), "small": graph(tmp_path / "s.onnx", 8)},
+                              context=16, batch=64, rounds=5)
+    assert lat["big"]["runs"] == lat["small"]["runs"] == lat["_setup"]["rounds"] == 5
+    s = speedups(lat, "big")
+    assert s["big"] == 1.0 and s["small"] > 1.0 and "_setup" not in s

@@ -1,0 +1,70 @@
+"""Measured speed-up of exported graphs against a reference graph, in ONNX Runtime.
+
+    interleaved_latency({"dense": "d.onnx", "p1": "p1.onnx"}, context=512, batch=64)
+    -> {"dense": {"median_ms", "min_ms", "runs"}, "p1": {...}, "_setup": {...}}
+    speedups(lat, "dense") -> {"p1": 2.4}
+
+Interleaved timing: every round runs each graph once, in an order shuffled per round, so
+that a machine that slows down or speeds up (other processes, frequency scaling, a
+neighbour's job) moves every graph's timings alike and the ratios stay fair. One
+warm-up run per graph first. The sessions use ``threads`` intra-op threads (1 by default,
+the issue's protocol: it measures the graph, not the machine's parallelism) and one
+inter-op thread. Inputs are fixed random walks: latency depends on shapes, not values.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _session(path, threads: int, provider: str):
+    from tsprune.export.runtime import import_ort
+    ort = import_ort()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=[provider])
+
+
+def interleaved_latency(paths: dict[str, str | Path], *, context: int, batch: int, threads: int = 1,
+                        rounds: int = 15, budget_s: float | None = None, seed: int = 0,
+                        provider: str = "CPUExecutionProvider") -> dict:
+    """Median latency of each graph over ``rounds`` interleaved rounds (fewer when
+    ``budget_s`` runs out first; at least 3 rounds)."""
+    if not paths:
+        raise ValueError("interleaved_latency: no graphs to time")
+    sessions = {k: _session(p, threads, provider) for k, p in paths.items()}
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((int(batch), int(context))).cumsum(1) * 0.1).astype(np.float32)
+    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+    for k, s in sessions.items():  # warm-up: allocations, first-run kernels
+        s.run(None, feeds[k])
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    order = list(sessions)
+    shuffle = random.Random(seed)
+    t_start = time.perf_counter()
+    for r in range(int(rounds)):
+        shuffle.shuffle(order)
+        for k in order:
+            t0 = time.perf_counter()
+            sessions[k].run(None, feeds[k])
+            times[k].append(time.perf_counter() - t0)
+        if budget_s is not None and r >= 2 and time.perf_counter() - t_start > budget_s:
+            break
+    out: dict = {k: {"median_ms": round(statistics.median(v) * 1e3, 3),
+                     "min_ms": round(min(v) * 1e3, 3), "runs": len(v)} for k, v in times.items()}
+    out["_setup"] = {"batch": int(batch), "context": int(context), "threads": int(threads),
+                     "provider": provider, "rounds": len(times[order[0]]), "interleaved": True}
+    return out
+
+
+def speedups(latency: dict, reference: str) -> dict[str, float]:
+    """Median-latency ratios reference / graph, for every graph timed with the reference."""
+    ref = latency[reference]["median_ms"]
+    return {k: round(ref / v["median_ms"], 4) for k, v in latency.items()
+            if not k.startswith("_") and v["median_ms"] > 0}
