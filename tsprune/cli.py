@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-threshold", type=float,
                    help="MoE models: delete experts routed to at most this fraction of tokens "
                         "(default: the family's, 0.01 for Time-MoE)")
+    p.add_argument("--drop-blocks", type=int, default=0, metavar="K",
+                   help="first remove K whole blocks (depth pruning), chosen greedily on validation "
+                        "windows; K below the model's number of blocks (default: 0)")
+    p.add_argument("--depth-criterion", choices=["measured", "fisher"], default="measured",
+                   help="how --drop-blocks ranks blocks: the validation loss with the block skipped "
+                        "(default) or its Taylor-Fisher gate estimate")
     p.add_argument("--budget", metavar="KIND=V",
                    help="prune to a budget instead of stopping on validation: params=F or flops=F "
                         "(the fraction kept, 0<F<1; FLOPs of the exported forecast) or speedup=S (flops=1/S)")
@@ -269,7 +275,8 @@ def prune_config(a):
                           batch_size=a.batch_size, max_sparsity=a.max_sparsity,
                           calib_samples=_profile(a, "calib_samples"), val_samples=_profile(a, "val_samples"),
                           scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold,
-                          budget=a.budget, criterion=a.criterion, cost_aware=a.cost_aware),
+                          budget=a.budget, criterion=a.criterion, cost_aware=a.cost_aware,
+                          drop_blocks=a.drop_blocks, depth_criterion=a.depth_criterion),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,

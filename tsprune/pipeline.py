@@ -226,6 +226,11 @@ def _load(j: Job) -> None:
     j.model = j.to_device(load(j.cfg.model))
     j.data = prepare(j.cfg.data)
     j.model.check_context(j.cfg.data.context)
+    k = j.cfg.prune.drop_blocks
+    if k:  # before any work: the family supports depth pruning and keeps a block
+        n = len(j.model.family.block_paths(j.model.module))
+        if k >= n:
+            raise bad_arg("--drop-blocks", k, f"an integer from 0 to {n - 1} (this model has {n} blocks)")
     j.train_h, j.train, j.val = _windows(j.cfg, j.model, j.data)
     j.val_ft = val_windows(j.data, j.val, j.cfg.data.horizon)  # fine-tuning validates at --horizon
     j.test = j.data.windows("test", stride=j.cfg.data.test_stride)  # TSLib: every window (1)

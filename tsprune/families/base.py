@@ -130,6 +130,49 @@ class Family:
         if extra:
             raise ValueError(f"{self.name} has no extra pruning units, got {sorted(extra)}")
 
+    # ---- depth pruning: whole blocks (tsprune.prune.depth) ---------------------------
+    # dotted path of the nn.ModuleList holding the removable blocks, in order; None: the
+    # family does not support depth pruning, ``depth_unsupported`` says why
+    block_list: ClassVar[str | None] = None
+    depth_unsupported: ClassVar[str] = "its blocks are not a plain stack"
+
+    def block_paths(self, model: nn.Module) -> list[str]:
+        """Dotted paths of the removable blocks, in order ("model.layers.0", ...). A block
+        maps the residual stream (its first input) to the residual stream (its output, or
+        its output's first element): removing it is the identity there."""
+        return [f"{self.block_list}.{i}" for i in range(len(self._blocks(model)))]
+
+    def drop_blocks(self, model: nn.Module, indices) -> None:
+        """Remove the blocks at ``indices`` (current indices, see block_paths) in place:
+        the ModuleList is rebuilt without them, so the kept blocks are re-indexed 0..n-k-1
+        (every path after this refers to the shallower model), and ``renumber_blocks``
+        updates the config (layer count) and per-layer indices."""
+        blocks = self._blocks(model)
+        n = len(blocks)
+        drop = [int(i) for i in indices]
+        if any(isinstance(i, bool) or not 0 <= i < n for i in drop) or len(set(drop)) != len(drop):
+            raise ValueError(f"{self.name}: drop_blocks: got {list(indices)!r}; expected distinct "
+                             f"indices below {n}")
+        if len(drop) >= n:
+            raise ValueError(f"{self.name}: drop_blocks: cannot remove all {n} blocks")
+        if not drop:
+            return
+        keep = [b for i, b in enumerate(blocks) if i not in set(drop)]
+        model.set_submodule(self.block_list, nn.ModuleList(keep))
+        self.renumber_blocks(model, len(keep))
+
+    def renumber_blocks(self, model: nn.Module, n: int) -> None:
+        """After drop_blocks: set the config's layer count to ``n`` and every per-layer
+        index (attention ``layer_idx``) to the block's new position."""
+        raise NotImplementedError
+
+    def _blocks(self, model: nn.Module) -> nn.ModuleList:
+        if self.block_list is None:
+            from tsprune.errors import UserError
+            raise UserError(f"--drop-blocks: depth pruning is not supported for {self.name} models "
+                            f"({self.depth_unsupported})")
+        return model.get_submodule(self.block_list)
+
     def aux_loss(self, model: nn.Module):
         """An auxiliary training loss added during fine-tuning (MoE load balancing), or None
         when the family has none. Called right after ``loss`` on the same forward."""

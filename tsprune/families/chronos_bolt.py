@@ -233,6 +233,9 @@ class ChronosBolt(Family):
     ratio_grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     default_lr = 1e-5                # AutoGluon's Chronos-Bolt fine-tuning default
     lr_grid = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+    depth_unsupported = ("the relative position bias table of each T5 stack lives in its first block, "
+                         "decoder block 0 may be folded into a constant, and encoder and decoder "
+                         "are two stacks: not a single plain stack of blocks")
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:

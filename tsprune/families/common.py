@@ -116,3 +116,20 @@ def resize_attention_module(model: nn.Module, group: AttentionGroup, shape: Atte
         att.set_shape(shape)
     else:
         model.set_submodule(group.owner, wrap(att, shape))
+
+
+# ---- depth pruning ----------------------------------------------------------------------
+def renumber_hf_layers(model: nn.Module, layers, n: int, key: str = "num_hidden_layers") -> None:
+    """After whole blocks were removed from a transformers model: ``config.<key>`` = n on
+    every distinct config object of the model (a submodel may hold its own), and each
+    block's ``self_attn.layer_idx`` (the cache slot) = its new position."""
+    seen = set()
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, key) and id(cfg) not in seen:
+            seen.add(id(cfg))
+            setattr(cfg, key, int(n))
+    for i, layer in enumerate(layers):
+        att = getattr(layer, "self_attn", None)
+        if att is not None and hasattr(att, "layer_idx"):
+            att.layer_idx = i

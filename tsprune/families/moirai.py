@@ -448,6 +448,7 @@ class Moirai(Family):
     lr_grid = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
     pre_prunes = True  # chooses one patch size on validation
     patch_select_windows = 256  # validation windows used to choose the patch size
+    block_list = "encoder.layers"
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
@@ -502,6 +503,9 @@ class Moirai(Family):
         emb.weight.requires_grad_(old.requires_grad)
         att.var_attn_bias.emb = emb
         att.set_shape(shape)
+
+    def renumber_blocks(self, model, n: int) -> None:
+        model.config = dataclasses.replace(model.config, num_layers=int(n))
 
     # ---- patch-size specialisation (recorded in the plan) ----------------------------
     def pre_prune(self, model, datasets: list, cfg) -> dict:

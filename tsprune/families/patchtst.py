@@ -34,7 +34,7 @@ from tsprune.prune.structure import AttentionGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast, rollout
-from .common import attention_group, block, ffn_group, last_window, resize_attention_module
+from .common import attention_group, block, ffn_group, last_window, renumber_hf_layers, resize_attention_module
 
 ARCH = "PatchTSTForPrediction"
 
@@ -119,6 +119,7 @@ class PatchTST(Family):
     ratio_grid = (0.05, 0.1, 0.2, 0.3)
     default_lr = 1e-4
     lr_grid = (1e-3, 1e-4, 1e-5)
+    block_list = "model.encoder.layers"
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
@@ -160,6 +161,9 @@ class PatchTST(Family):
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
         resize_attention_module(model, group, shape, PrunedAttention, tuple_output=True)
+
+    def renumber_blocks(self, model, n: int) -> None:
+        renumber_hf_layers(model, model.model.encoder.layers, n)
 
     # ---- forecasting --------------------------------------------------------------------
     def predict(self, model, context: torch.Tensor) -> torch.Tensor:

@@ -303,6 +303,7 @@ class TimeMoe(Family):
     grad_clip = 1.0
     expert_threshold = 0.01          # METHOD.md s.3 grid: 0.1, 0.01, 0.001
     expert_threshold_grid = (0.1, 0.01, 0.001)
+    block_list = "model.layers"  # blocks go before experts: expert records use the new indices
 
     def __init__(self):
         self._routes: dict[int, list] = {}  # id(module) -> routes of the last grad-enabled loss
@@ -351,6 +352,9 @@ class TimeMoe(Family):
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
         resize_attention_module(model, group, shape)
+
+    def renumber_blocks(self, model, n: int) -> None:
+        model.config = dataclasses.replace(model.config, num_hidden_layers=int(n))
 
     # ---- experts by routing frequency (METHOD.md s.3) ---------------------------------
     @torch.no_grad()

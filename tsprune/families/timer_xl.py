@@ -182,6 +182,7 @@ class TimerXL(Family):
     ratio_grid = (0.05, 0.1, 0.15, 0.2)
     default_lr = 1e-6
     lr_grid = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+    block_list = "model.layers"
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
@@ -215,6 +216,9 @@ class TimerXL(Family):
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
         resize_attention_module(model, group, shape)
+
+    def renumber_blocks(self, model, n: int) -> None:
+        model.config = dataclasses.replace(model.config, num_hidden_layers=int(n))
 
     # ---- training and forecasting ---------------------------------------------------
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

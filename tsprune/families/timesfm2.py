@@ -42,7 +42,7 @@ from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast, rollout
-from .common import PatchedDecoderConfig, attention_group, block, ffn_group, pad_to_multiple
+from .common import PatchedDecoderConfig, attention_group, block, ffn_group, pad_to_multiple, renumber_hf_layers
 
 try:
     from transformers import TimesFmConfig, TimesFmModelForPrediction
@@ -126,6 +126,7 @@ class TimesFm2(PatchedDecoderConfig, Family):
     ratio_grid = (0.01, 0.05, 0.1, 0.15)
     default_lr = 1e-7
     lr_grid = (1e-7, 1e-8, 1e-9)
+    block_list = "decoder.layers"
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
@@ -176,6 +177,10 @@ class TimesFm2(PatchedDecoderConfig, Family):
     def resize_ffn(self, model, group: FFNGroup, width: int) -> None:
         if width == 0:
             model.set_submodule(group.owner, DeadMLP(model.get_submodule(group.output).bias))
+
+    def renumber_blocks(self, model, n: int) -> None:
+        # the decoder runs layers[:config.num_hidden_layers]: the count must follow
+        renumber_hf_layers(model, model.decoder.layers, n)
 
     # ---- forecasting --------------------------------------------------------------------
     def _prepare(self, model, context: torch.Tensor):

@@ -31,7 +31,7 @@ from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast, rollout
 from .common import (PatchedDecoderConfig, attention_group, block, ffn_group, pad_to_multiple,
-                     resize_attention_module)
+                     renumber_hf_layers, resize_attention_module)
 
 try:
     from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
@@ -102,6 +102,7 @@ class TimesFm25(PatchedDecoderConfig, Family):
     ratio_grid = (0.02, 0.05, 0.1, 0.15)
     default_lr = 3e-5
     lr_grid = (1e-4, 3e-5, 1e-5)
+    block_list = "model.layers"
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
@@ -131,6 +132,9 @@ class TimesFm25(PatchedDecoderConfig, Family):
 
     def resize_attention(self, model, group: AttentionGroup, shape: AttentionShape) -> None:
         resize_attention_module(model, group, shape, PrunedAttention, tuple_output=True)
+
+    def renumber_blocks(self, model, n: int) -> None:
+        renumber_hf_layers(model, model.model.layers, n)
 
     # ---- forecasting --------------------------------------------------------------------
     def _full_forecast(self, model, context: torch.Tensor):

@@ -122,6 +122,8 @@ class TTM(Family):
     ratio_grid = (0.01, 0.02, 0.03, 0.04, 0.05)
     default_lr = 1e-4
     lr_grid = (1e-3, 1e-4, 1e-5)
+    depth_unsupported = ("its mixer layers sit in nested per-level stacks (adaptive patching) and the "
+                         "encoder and decoder widths differ: not a single plain stack of blocks")
 
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .budget import Budget, CostModel, FlopProfile  # noqa: F401
 from .engine import PruneConfig, score  # noqa: F401
+from .depth import DROPPED, block_costs, choose_blocks, split_extra  # noqa: F401
 from .masks import MaskSet
 from .plan import Plan  # noqa: F401
 from .surgery import analyze, apply_cut
@@ -15,16 +16,25 @@ def apply(model, plan: Plan):
     if plan.family != model.family.name:
         raise ValueError(f"plan is for family {plan.family!r}, model is {model.family.name!r}")
     new = model.clone()
-    if plan.extra:
-        new.family.apply_extra(new.module, plan.extra)
+    # whole blocks first (re-indexing the rest), then the family's units, then the masks:
+    # every path and index after the first step refers to the shallower model
+    dropped, extra = split_extra(plan.extra)
+    n_blocks = len(new.family.block_paths(new.module)) if dropped else None
+    if dropped:
+        new.family.drop_blocks(new.module, dropped)
+    if extra:
+        new.family.apply_extra(new.module, extra)
     structure = new.family.structure(new.module)
     masks = MaskSet.from_json(new.module, plan.masks)
     cut = analyze(structure, masks)
     apply_cut(new.module, new.family, structure, masks, cut)
     new.manifest = {"attention": {o: s.to_json() for o, s in cut.attention.items()},
                     "ffn": dict(cut.ffn)}
+    # the manifest's "extra" holds the family's units only (load() replays them on a model
+    # built from config.json, which already has the shallower layer count)
+    depth = {DROPPED: dropped, "blocks_dense": n_blocks} if dropped else {}
     new.manifest = new.build_manifest({"plan": {"sparsity": plan.sparsity,
                                                 "params_dense": plan.params_dense},
-                                       "extra": plan.extra})
+                                       "extra": extra, **depth})
     new.module.eval()
     return new

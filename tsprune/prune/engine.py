@@ -49,6 +49,10 @@ class PruneConfig:
       mask leaves through autograd, the paper's path).
     expert_threshold: MoE families (Time-MoE) delete experts routed to at most this
       fraction of tokens before channel pruning (None: the family's default).
+    drop_blocks: whole blocks removed before anything else (tsprune.prune.depth), chosen
+      greedily on the validation windows by ``depth_criterion``; below the model's block
+      count (checked when scoring); not with ``budget`` (tsprune.prune.block_costs gives the
+      per-block parameters a budget would need).
     budget: prune to a budget instead of stopping on validation: "params=F" or "flops=F"
       (the fraction kept, 0 < F < 1) or "speedup=S" (flops=1/S); see tsprune.prune.to_budget.
       ratio and patience are then unused; max_epochs is the number of epochs over which
@@ -74,6 +78,8 @@ class PruneConfig:
     scorer: str = "fused"
     seed: int = 0
     expert_threshold: float | None = None
+    drop_blocks: int = 0
+    depth_criterion: str = "measured"
     budget: str | None = None
     criterion: str = "taylor_fisher"
     cost_aware: bool = True
@@ -98,11 +104,18 @@ class PruneConfig:
             raise bad_arg("--expert-threshold", self.expert_threshold, "a number in [0, 1)")
         if self.scorer not in ("fused", "reference"):
             raise bad_arg("--scorer", self.scorer, "'fused' or 'reference'")
+        if isinstance(self.drop_blocks, bool) or not isinstance(self.drop_blocks, int) or self.drop_blocks < 0:
+            raise bad_arg("--drop-blocks", self.drop_blocks, "an integer >= 0, below the model's number of blocks")
+        if self.depth_criterion not in ("measured", "fisher"):
+            raise bad_arg("--depth-criterion", self.depth_criterion, "'measured' or 'fisher'")
         if self.budget is not None:
             from .budget import Budget
             object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
         if self.criterion not in CRITERIA:
             raise bad_arg("--criterion", self.criterion, ", ".join(CRITERIA))
+        if self.drop_blocks and self.budget is not None:  # a budget does not count blocks yet
+            raise bad_arg("--drop-blocks", self.drop_blocks, "0 with --budget (depth pruning runs on "
+                          "the validation-stopped schedule only)")
 
     def check_budget_options(self) -> None:
         """criterion and cost_aware rank units under a budget only (score_to_budgets takes
@@ -298,14 +311,20 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     cfg.check_budget_options()
     family, module = model.family, model.module
     params_dense = count_params(module)
-    # family-specific units first (Time-MoE: experts by routing frequency on train+val);
-    # they change the model, so scoring works on a copy and the plan records them
+    # whole blocks first (tsprune.prune.depth), then family-specific units (Time-MoE:
+    # experts by routing frequency on train+val); both change the model, so scoring works
+    # on a copy and the plan records them (their indices and paths: the shallower model's)
     extra = None
+    if cfg.drop_blocks:
+        from .depth import drop_for_scoring
+        model, extra = drop_for_scoring(model, val, cfg, log=log)
+        module = model.module
     if family.pre_prunes:
-        probe = model.clone()
-        extra = family.pre_prune(probe.module, [train, val], cfg)
-        if extra:
+        probe = model if extra else model.clone()
+        fam_extra = family.pre_prune(probe.module, [train, val], cfg)
+        if fam_extra:
             model, module = probe, probe.module
+            extra = {**(extra or {}), **fam_extra}
     structure = family.structure(module)
     masks = MaskSet(module, structure.linears())
     coupled = coupled_qk(structure)
