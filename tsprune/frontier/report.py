@@ -73,7 +73,8 @@ def markdown(rep: dict) -> str:
              f"Horizon {rep['data']['horizon']}, context {rep['data']['context']}, "
              f"{rep['data']['test_windows']} test windows. Speed-up: median ONNX Runtime latency of "
              f"the dense graph over the pruned graph's, {rep['speedup_measure']['threads']} thread(s), "
-             f"interleaved rounds ({rep['speedup_measure']['rounds']}), {key} for the Pareto set.", "",
+             f"interleaved (at least {rep['speedup_measure']['rounds']} rounds and 3 s per batch size), "
+             f"{key} for the Pareto set.", "",
              f"Dense: {d['params']:,} params; test MSE zero-shot {_f(_mse(d['zero_shot']))}, "
              f"fine-tuned {_f(_mse(d['finetuned']))}; latency (ms) "
              + ", ".join(f"{k} {v:.2f}" for k, v in d["latency_ms"].items()), "",
