@@ -24,6 +24,11 @@ ALIASES = {"data": "path", "finetune_epochs": "epochs", "search_ratios": "ratios
            "search_val_samples": "val_samples", "recover": "distill", "distill_weight": "distill"}
 # fields without a flag (documented in docs/api.md)
 API_ONLY = {"prune.min_steps", "prune.patience", "finetune.grad_clip", "command"}
+# `--frontier` and the flags that only work with it set FrontierConfig fields (the run's
+# settings are RunConfig's): flag -> FrontierConfig field, and a test value
+FRONTIER = {"--frontier": ("budgets", "speedup=2,3"), "--pick": ("pick", "speedup>=2"),
+            "--latency-batch": ("latency_batch", "8"), "--latency-threads": ("threads", "2"),
+            "--no-int8": ("int8", None), "--no-paper-plan": ("paper", None)}
 # values for flags whose type says too little
 VALUES = {"--model": "some/model", "--target": "x1", "--date-col": "date", "--split": "0.6,0.2,0.2",
           "--lr": "0.001,0.0003", "--search-ratios": "0.1,0.2", "--search-emas": "0.3",
@@ -119,6 +124,8 @@ def test_every_prune_flag_maps_to_a_config_field(tmp_path):
         if isinstance(action, argparse._HelpAction):
             continue
         flag = action.option_strings[0]
+        if flag in FRONTIER:
+            continue  # test_every_frontier_flag_maps_to_a_frontier_field
         if flag == "--full":  # the one profile flag: every sampling default of tsprune.cli.FULL
             from tsprune.cli import FULL, QUICK
             new = config(base_argv + ["--full"])
@@ -149,6 +156,27 @@ def test_every_prune_flag_maps_to_a_config_field(tmp_path):
     unreached = set(with_search) - reached - API_ONLY
     assert not unreached, f"config fields without a flag: {sorted(unreached)} (add a flag or list as API-only)"
     assert API_ONLY - {"command"} <= set(with_search)
+
+
+def test_every_frontier_flag_maps_to_a_frontier_field(tmp_path):
+    from tsprune.cli import frontier_config
+    parser = _prune_parser()
+    base_argv = ["--out", str(tmp_path / "o"), "--frontier", "speedup=2"]
+
+    def config(argv):
+        a = parser.parse_args(argv)
+        a.argv = argv
+        return {f.name: getattr(fc, f.name) for fc in [frontier_config(a)]
+                for f in dataclasses.fields(fc) if f.name != "run"}
+
+    base = config(base_argv)
+    for flag, (field, value) in FRONTIER.items():
+        argv = [x for x in base_argv if flag != "--frontier" or x not in ("--frontier", "speedup=2")]
+        new = config(argv + [flag] + ([value] if value is not None else []))
+        changed = {k for k in base if base[k] != new[k]}
+        assert changed == {field}, (flag, changed)
+    flags = {s for a in parser._actions for s in a.option_strings}
+    assert set(FRONTIER) <= flags
 
 
 def test_docs_list_every_prune_flag_and_api_only_field():
