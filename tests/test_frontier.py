@@ -33,12 +33,12 @@ def _args(tiny_dir, csv_path, out, *extra):
 def test_frontier_meets_every_params_budget_and_picks(tiny_dir, csv_path, tmp_path):
     from tsprune.model import load
     out = tmp_path / "F"
-    rc, stdout, err = cli(*_args(tiny_dir, csv_path, out, "--frontier", "params=0.7,0.45",
+    rc, stdout, err = cli(*_args(tiny_dir, csv_path, out, "--frontier", "params=0.95,0.85",
                                  "--pick", "speedup>=0.01", "--no-paper-plan", "--latency-batch", 8))
     assert rc == 0, err
     rep = json.loads((out / "frontier.json").read_text())
     names = {p["budget"]: p for p in rep["points"]}
-    assert set(names) == {"params=0.7", "params=0.45"}
+    assert set(names) == {"params=0.95", "params=0.85"}
     dense = rep["dense"]["params"]
     for b, p in names.items():
         frac = float(b.split("=")[1])
