@@ -63,6 +63,12 @@ class Family:
     pre_prunes: ClassVar[bool] = False          # has units decided before scoring (pre_prune)
 
     # ---- loading --------------------------------------------------------------------
+    def __deepcopy__(self, memo) -> "Family":
+        # one shared object per family: copying a TSModel copies its module, not its family
+        # (whose per-module scratch, e.g. Time-MoE's routes of the last loss, may hold
+        # tensors of a live autograd graph, which deepcopy refuses)
+        return self
+
     def build(self, config: dict) -> nn.Module:
         """A randomly initialised model from a config.json dict."""
         raise NotImplementedError
