@@ -352,7 +352,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     done_epochs, done_steps, finished = 0, 0, False
     t0 = time.time()
     imp = Importance(masks, cfg.ema)  # the EMA runs across steps and epochs
-    rank, n_proc = world()
+    rank, _ = world()
     fingerprint = {"cfg": asdict(cfg), "n": n, "macro": macro, "extra": extra or {}}
     if checkpoint is not None:
         st = load_state(checkpoint)
@@ -393,21 +393,8 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                 if capped:
                     break
                 ids = order[step * macro: (step + 1) * macro]
-                loss_sum, seen = 0.0, 0
-                for s in range(0, ids.numel(), cfg.batch_size):
-                    chunk = ids[s: s + cfg.batch_size]
-                    mine = chunk[rank::n_proc]
-                    if mine.numel():
-                        c, t = train.gather(mine)
-                        # a batch mean over the global mini-batch: each rank's loss is scaled
-                        # by its share, so per-sample gradients match one process exactly
-                        ls = _score_batch(model, masks, imp, c, t, cfg.scorer,
-                                          scale=mine.numel() / chunk.numel())
-                        loss_sum += ls * chunk.numel()
-                    imp.commit()
-                    seen += chunk.numel()
-                    bar.update(chunk.numel())
-                (loss_sum,) = _all_sum(loss_sum)
+                loss_sum, seen = score_minibatch(model, masks, imp, train, ids, cfg,
+                                                 on_chunk=bar.update)
                 zeroed = _prune_step(masks, imp, ratio, steps, coupled)
                 sp = 1.0 - count_params(module, analyze(structure, masks)) / params_dense
                 rec = {"epoch": epoch + 1, "step": step + 1, "train_loss": loss_sum / max(seen, 1),
@@ -450,6 +437,32 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                                                      "steps_per_epoch": steps,
                                                      "best_val_loss": best_val},
                 history=history, best_epoch=best_epoch, extra=extra or {})
+
+
+def score_minibatch(model, masks: MaskSet, imp: Importance, train, ids, cfg: PruneConfig,
+                    on_chunk=None) -> tuple[float, int]:
+    """Score the mini-batch ``ids`` of ``train`` in chunks of ``cfg.batch_size``: one backward
+    pass per chunk, each committed to the importance EMA. Returns (loss sum, windows seen),
+    summed over all ranks (under torch.distributed each rank scores its share of a chunk).
+    on_chunk(n): called after each chunk of n windows (progress)."""
+    rank, n_proc = world()
+    loss_sum, seen = 0.0, 0
+    for s in range(0, ids.numel(), cfg.batch_size):
+        chunk = ids[s: s + cfg.batch_size]
+        mine = chunk[rank::n_proc]
+        if mine.numel():
+            c, t = train.gather(mine)
+            # a batch mean over the global mini-batch: each rank's loss is scaled
+            # by its share, so per-sample gradients match one process exactly
+            ls = _score_batch(model, masks, imp, c, t, cfg.scorer,
+                              scale=mine.numel() / chunk.numel())
+            loss_sum += ls * chunk.numel()
+        imp.commit()
+        seen += chunk.numel()
+        if on_chunk is not None:
+            on_chunk(chunk.numel())
+    (loss_sum,) = _all_sum(loss_sum)
+    return loss_sum, seen
 
 
 def _score_batch(model, masks: MaskSet, imp: Importance, c, t, scorer: str,

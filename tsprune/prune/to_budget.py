@@ -125,7 +125,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     exported graph); default: the family's own forecast at the training windows' context
     and horizon. checkpoint: a directory; the state is saved after every step and an
     interrupted run continues from its last step."""
-    from .engine import _all_sum, _load_masks, _masks_state, _score_batch, coupled_qk, masked_loss
+    # lazy: engine.score imports this module for --budget runs (a cycle at import time)
+    from .engine import _load_masks, _masks_state, coupled_qk, masked_loss, score_minibatch
 
     budgets = [Budget.parse(b) for b in budgets]
     if not budgets:
@@ -182,7 +183,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     snaps: dict[int, dict] = {}
     done_epochs, done_steps, global_step = 0, 0, 0
     t0 = time.time()
-    rank, n_proc = world()
+    rank, _ = world()
     fingerprint = {"cfg": asdict(cfg), "budgets": [str(b) for b in budgets], "n": n, "macro": macro,
                    "extra": extra or {}, "profile": profile.to_json()}
     if checkpoint is not None:
@@ -326,17 +327,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
                 ids = order[step * macro: (step + 1) * macro]
                 loss_sum, seen = 0.0, 0
                 if getattr(imp, "needs_data", True):
-                    for s in range(0, ids.numel(), cfg.batch_size):
-                        chunk = ids[s: s + cfg.batch_size]
-                        mine = chunk[rank::n_proc]
-                        if mine.numel():
-                            c, t = train.gather(mine)
-                            ls = _score_batch(model, masks, imp, c, t, cfg.scorer,
-                                              scale=mine.numel() / chunk.numel())
-                            loss_sum += ls * chunk.numel()
-                        imp.commit()
-                        seen += chunk.numel()
-                    (loss_sum,) = _all_sum(loss_sum)
+                    loss_sum, seen = score_minibatch(model, masks, imp, train, ids, cfg)
                 res = prune_step(epoch)
                 if hasattr(imp, "reset"):
                     imp.reset()
