@@ -33,10 +33,13 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
+
+from tsprune.atomic import atomic_dir
 
 from tsprune.errors import UserError
 
@@ -198,3 +201,29 @@ def run_phases(phases: Iterable[Phase], ctx, store: PhaseStore, *, only: Iterabl
 
 
 __all__ = ["Phase", "PhaseStore", "PhaseRun", "run_phases"]
+
+
+def run_job(phase_list: Iterable[Phase], make_job: Callable[[Path], Any], *, out, resume: bool,
+            fingerprint: dict, finish: Callable[[Any, dict, Path], dict]) -> dict:
+    """Run a whole job into the output directory ``out``: the skeleton every job shares.
+
+    The output is built in a temporary directory beside ``out`` and swapped in only when
+    the job finishes (tsprune.atomic.atomic_dir; ``resume`` continues an interrupted one).
+    make_job(work_dir) builds the job's context (it must have ``rl``, the run log, closed
+    at the end); the phases run under a PhaseStore guarded by ``fingerprint``;
+    finish(job, timings, work_dir) writes the reports and returns the report. Checkpoints
+    and the phase state are then removed: the output holds results only.
+    """
+    t0 = time.time()
+    with atomic_dir(out, resume=resume) as tmp:
+        store = PhaseStore(tmp / "state.json", fingerprint, on_mismatch="error")
+        job = make_job(tmp)
+        try:
+            done = run_phases(phase_list, job, store)
+            timings = {**done.timings, "total": round(time.time() - t0, 2)}
+            report = finish(job, timings, tmp)
+            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+            store.remove()
+        finally:
+            job.rl.close()
+    return report

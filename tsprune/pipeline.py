@@ -16,7 +16,6 @@ import dataclasses
 import importlib.metadata as md
 import logging
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,14 +23,14 @@ from pathlib import Path
 import torch
 
 from tsprune import __version__
-from tsprune.atomic import atomic_dir, check_out
+from tsprune.atomic import check_out
 from tsprune.baselines import evaluate_forecaster, evaluate_seasonal_naive, train_dlinear
 from tsprune.data import DataConfig, prepare
 from tsprune.distributed import barrier, init_from_env, world
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluation import evaluate
 from tsprune.model import load, resolve
-from tsprune.phases import Phase, PhaseStore, run_phases
+from tsprune.phases import Phase, PhaseStore, run_job, run_phases
 from tsprune.progress import is_quiet, set_quiet
 from tsprune.prune import Plan, PruneConfig, apply, score
 from tsprune.report import forecast_samples, ort_latency, write_reports
@@ -451,26 +450,18 @@ def _fingerprint(cfg: RunConfig) -> dict:
 
 def _run(cfg: RunConfig, device=None) -> dict:
     torch.manual_seed(cfg.seed)
-    t_all = time.time()
     resolve(cfg.model)  # cheap checks first, so that a bad --model fails before the data is read
-    with atomic_dir(cfg.out, resume=cfg.resume) as tmp:
-        store = PhaseStore(tmp / "state.json", _fingerprint(cfg), on_mismatch="error")
-        job = Job(cfg, device, work=tmp)
-        try:
-            done = run_phases(PHASES, job, store)
-            timings = dict(done.timings)
-            timings["total"] = round(time.time() - t_all, 2)
-            report = _report(job, timings)
-            job.rl({"metrics": report["metrics"], "baselines": report["baselines"],
-                    "params": report["params"], "sparsity": report["sparsity"], "timings": timings},
-                   phase="summary")
-            write_reports(report, tmp)
-            # the output holds results only: checkpoints and phase state go
-            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-            store.remove()
-        finally:
-            job.rl.close()
-    return report
+
+    def finish(job: Job, timings: dict, work: Path) -> dict:
+        report = _report(job, timings)
+        job.rl({"metrics": report["metrics"], "baselines": report["baselines"],
+                "params": report["params"], "sparsity": report["sparsity"], "timings": timings},
+               phase="summary")
+        write_reports(report, work)
+        return report
+
+    return run_job(PHASES, lambda work: Job(cfg, device, work=work), out=cfg.out,
+                   resume=cfg.resume, fingerprint=_fingerprint(cfg), finish=finish)
 
 
 def _report(j: Job, timings: dict) -> dict:

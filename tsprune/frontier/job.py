@@ -26,11 +26,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tsprune.atomic import atomic_dir
 from tsprune.errors import bad_arg
 from tsprune.export.speed import interleaved_latency, speedups
-from tsprune.model import load, resolve
-from tsprune.phases import Phase, PhaseStore, run_phases
+from tsprune.model import resolve
+from tsprune.phases import Phase, run_job
 from tsprune.pipeline import (Job, RunConfig, _finetune_dense, _finetuned_dense_eval, _fingerprint,
                               _load, _quantile_levels, _restore_dense, _restore_teacher, _teacher,
                               _versions, _zero_shot)
@@ -39,7 +38,7 @@ from tsprune.prune.budget import Budget
 from tsprune.prune.to_budget import score_to_budgets
 from tsprune.train import finetune
 
-from .select import parse_pick, pareto, pick
+from .select import parse_pick
 
 #: FLOPs multipliers tried in turn for a speed-up budget S (FLOPs kept = factor / S)
 CALIBRATION = (1.0, 0.87, 0.75, 0.65, 0.55)
@@ -122,7 +121,6 @@ class FrontierJob(Job):
     def __init__(self, fc: FrontierConfig, device=None, *, work: Path):
         super().__init__(fc.run, device, work=work)
         self.fc = fc
-        self.plans: dict[str, dict[str, Path]] = {}   # criterion -> candidate budget -> plan file
 
     @property
     def context(self) -> int:
@@ -210,7 +208,6 @@ def _calibrate(criterion: str):
             best = tried[-1]
             chosen[str(b)] = {"candidate": best["candidate"], "plan": plans[best["candidate"]],
                               "calibration": tried, "met": best["speedup"] >= b.value}
-        shutil.rmtree(j.work / "graphs" / "calib", ignore_errors=True)
         for p in (j.work / "graphs").glob("calib-*"):
             p.unlink()
         return chosen
@@ -320,23 +317,16 @@ def run(fc: FrontierConfig, device=None) -> dict:
     from .report import build_report, write_report
     cfg = fc.run
     resolve(cfg.model)
-    t0 = time.time()
-    with atomic_dir(cfg.out, resume=cfg.resume) as tmp:
-        store = PhaseStore(tmp / "state.json", _fingerprint_of(fc), on_mismatch="error")
-        job = FrontierJob(fc, device, work=tmp)
-        try:
-            done = run_phases(phases(fc), job, store)
-            timings = {**done.timings, "total": round(time.time() - t0, 2)}
-            report = build_report(job, timings, versions=_versions())
-            write_report(report, tmp)
-            chosen = report.get("picked")
-            if chosen:
-                _deploy(tmp, chosen)
-            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-            store.remove()
-        finally:
-            job.rl.close()
-    return report
+
+    def finish(job: FrontierJob, timings: dict, work: Path) -> dict:
+        report = build_report(job, timings, versions=_versions())
+        write_report(report, work)
+        if report.get("picked"):
+            _deploy(work, report["picked"])
+        return report
+
+    return run_job(phases(fc), lambda work: FrontierJob(fc, device, work=work), out=cfg.out,
+                   resume=cfg.resume, fingerprint=_fingerprint_of(fc), finish=finish)
 
 
 def _deploy(work: Path, name: str) -> None:
