@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+import tsprune
 from helpers import cli, copy_model, one_line_error, save_tiny_timesfm25
 from tsprune.errors import UserError
 from tsprune.model import load
@@ -91,3 +93,24 @@ def test_hugging_face_cache_snapshot_links_load(tiny_dir, tmp_path):
         (repo / "blobs" / f.name).write_bytes(f.read_bytes())
         (snap / f.name).symlink_to(Path("../../blobs") / f.name)
     assert load(snap).num_params() == load(tiny_dir).num_params()
+
+
+def test_half_precision_sharded_checkpoint_loads_in_float32(tiny_dir, tmp_path):
+    """A checkpoint stored in bf16 and sharded (as published ones and the bundled `small`
+    are) loads with every weight in float32, equal to the bf16 values, and forecasts as the
+    float32 model holding those rounded weights does."""
+    from transformers import TimesFm2_5ModelForPrediction
+
+    src = TimesFm2_5ModelForPrediction.from_pretrained(tiny_dir)
+    half = tmp_path / "bf16"
+    src.to(torch.bfloat16).save_pretrained(half, max_shard_size="100KB")
+    assert len(list(half.glob("model-*.safetensors"))) > 1
+    m = tsprune.load(half)
+    assert {p.dtype for p in m.module.parameters()} == {torch.float32}
+    rounded = tsprune.load(tiny_dir)
+    for p in rounded.module.parameters():
+        p.data = p.data.to(torch.bfloat16).float()
+    for (k, a), (_, b) in zip(m.module.state_dict().items(), rounded.module.state_dict().items()):
+        assert torch.equal(a, b), k
+    x = torch.randn(3, 128, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(m.forecast(x, horizon=24).point, rounded.forecast(x, horizon=24).point)

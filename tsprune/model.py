@@ -282,8 +282,18 @@ def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
             raise UserError(f"weights: {p} does not match the {family.name} architecture "
                             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
+    _to_float32(module)
     module.eval()
     return TSModel(family, module, source=str(p), manifest=manifest)
+
+
+def _to_float32(module) -> None:
+    """Weights stored in half precision (bf16/fp16 checkpoints, as many published ones and
+    the bundled ``small`` are) are computed in float32: scoring, surgery, fine-tuning and
+    export all work in float32 (the GPU path adds autocast itself). Other dtypes are kept."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t.data = t.data.float()
 
 
 def from_config(config: dict) -> TSModel:
