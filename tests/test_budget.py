@@ -308,3 +308,30 @@ def test_two_gloo_processes_give_the_single_process_budget_plans(tmp_path):
     ranks = [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
     assert ranks[0] == ranks[1]
     assert ranks[0] == json.loads(json.dumps(_dist_plans()))
+
+
+# ---- a speed-up budget is reported as measured in the deployed graph -----------------------
+def test_speedup_budget_reports_the_measured_speedup_of_the_exported_graph(tmp_path):
+    """`--budget speedup=S --export onnx`: the report says what ONNX Runtime measured for the
+    exported graph against the dense one (interleaved), and whether S was met."""
+    pytest.importorskip("onnxruntime")
+    from helpers import save_tiny_timesfm25, synthetic_frame
+
+    tiny_dir = save_tiny_timesfm25(tmp_path / "tiny")
+    csv = tmp_path / "series.csv"
+    synthetic_frame(n=1200, channels=1).to_csv(csv, index=False)
+    out = tmp_path / "X"
+    rc, _, err = cli("prune", "--model", tiny_dir, "--data", csv, "--context", 128, "--horizon", 24,
+                     "--split", "0.7,0.1,0.2", "--budget", "speedup=1.5", "--export", "onnx",
+                     "--export-model", "tsfm", "--out", out, "--quiet", "--no-dlinear",
+                     "--calib-samples", 128, "--val-samples", 64, "--train-samples", 128,
+                     "--finetune-epochs", 1, "--lr-probe-steps", 0, "--test-stride", 5)
+    assert rc == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    sp = rep["prune"]["speedup"]
+    assert sp["target"] == 1.5 and sp["batch"] == 64 and sp["threads"] == 1
+    assert sp["measured"] > 0 and sp["met"] == (sp["measured"] >= 1.5)
+    assert abs(sp["measured"] - sp["dense_ms"] / sp["pruned_ms"]) < 0.05 * sp["measured"]
+    md = (out / "report.md").read_text()
+    assert f"{sp['measured']:.2f}x" in md and "target 1.5x" in md
+    assert not (out / "checkpoints").exists()  # the dense graph went with the checkpoints

@@ -84,6 +84,9 @@ def render_markdown(r: dict) -> str:
     bud = pc.get("measured")
     if bud:
         lines += [budget_line(bud, pc), ""]
+    sp = r["prune"].get("speedup")
+    if sp:
+        lines += [speedup_line(sp), ""]
     ep = [h for h in r["prune"]["history"] if "val_loss" in h]
     if ep:
         lines += ["| epoch | val loss | sparsity | alive channels |", "|---:|---:|---:|---:|"]
@@ -164,6 +167,15 @@ def write_reports(report: dict, out_dir: str | Path) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "report.md").write_text(render_markdown(report))
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
+
+
+def speedup_line(sp: dict) -> str:
+    """One sentence on a speed-up budget: met or not, measured in the deployed graph."""
+    met = "met" if sp["met"] else ("not met: FLOPs are not time; `tsprune prune --frontier "
+                                   f"speedup={sp['target']:g}` calibrates the FLOPs kept until it is")
+    return (f"Speed-up of the exported graph over the dense one, measured in ONNX Runtime "
+            f"(batch {sp['batch']}, {sp['threads']} thread, interleaved): {sp['measured']:.2f}x "
+            f"({sp['dense_ms']:.1f} ms -> {sp['pruned_ms']:.1f} ms); target {sp['target']:g}x {met}.")
 
 
 def budget_line(bud: dict, pc: dict) -> str:
