@@ -330,13 +330,8 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     coupled = coupled_qk(structure)
     ratio = cfg.ratio if cfg.ratio is not None else family.default_ratio
     max_epochs = cfg.max_epochs or family.prune_epochs
-    if cfg.calib_samples:
-        train = train.subset(cfg.calib_samples, seed=cfg.seed)
-    if cfg.val_samples:
-        val = val.subset(cfg.val_samples, seed=cfg.seed + 1)
+    train, val, macro, steps = scoring_windows(train, val, cfg)
     n = len(train)
-    macro = max(cfg.batch_size, min(cfg.macro_batch, math.ceil(n / cfg.min_steps)))
-    steps = max(1, math.ceil(n / macro))
 
     req = [p.requires_grad for p in module.parameters()]
     for p in module.parameters():
@@ -437,6 +432,20 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                                                      "steps_per_epoch": steps,
                                                      "best_val_loss": best_val},
                 history=history, best_epoch=best_epoch, extra=extra or {})
+
+
+def scoring_windows(train, val, cfg: PruneConfig):
+    """The windows a scoring run sees: (train, val, macro-batch, steps per epoch). ``train``
+    is cut to ``cfg.calib_samples`` and ``val`` to ``cfg.val_samples`` (fixed by the seed);
+    the macro-batch is ``cfg.macro_batch``, made smaller so that an epoch has at least
+    ``cfg.min_steps`` pruning steps."""
+    if cfg.calib_samples:
+        train = train.subset(cfg.calib_samples, seed=cfg.seed)
+    if cfg.val_samples:
+        val = val.subset(cfg.val_samples, seed=cfg.seed + 1)
+    n = len(train)
+    macro = max(cfg.batch_size, min(cfg.macro_batch, math.ceil(n / cfg.min_steps)))
+    return train, val, macro, max(1, math.ceil(n / macro))
 
 
 def score_minibatch(model, masks: MaskSet, imp: Importance, train, ids, cfg: PruneConfig,

@@ -126,7 +126,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     and horizon. checkpoint: a directory; the state is saved after every step and an
     interrupted run continues from its last step."""
     # lazy: engine.score imports this module for --budget runs (a cycle at import time)
-    from .engine import _load_masks, _masks_state, coupled_qk, masked_loss, score_minibatch
+    from .engine import (_load_masks, _masks_state, coupled_qk, masked_loss, score_minibatch,
+                         scoring_windows)
 
     budgets = [Budget.parse(b) for b in budgets]
     if not budgets:
@@ -145,13 +146,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     structure = family.structure(module)
     masks = MaskSet(module, structure.linears())
     coupled = {(q, "out"): (k, "out") for q, k in coupled_qk(structure)}
-    if cfg.calib_samples:
-        train = train.subset(cfg.calib_samples, seed=cfg.seed)
-    if cfg.val_samples:
-        val = val.subset(cfg.val_samples, seed=cfg.seed + 1)
+    train, val, macro, steps = scoring_windows(train, val, cfg)
     n = len(train)
-    macro = max(cfg.batch_size, min(cfg.macro_batch, math.ceil(n / cfg.min_steps)))
-    steps = max(1, math.ceil(n / macro))
     epochs = cfg.max_epochs or 1
     planned = epochs * steps
     if profile is None:
