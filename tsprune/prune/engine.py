@@ -349,17 +349,16 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     imp = Importance(masks, cfg.ema)  # the EMA runs across steps and epochs
     rank, _ = world()
     fingerprint = {"cfg": asdict(cfg), "n": n, "macro": macro, "extra": extra or {}}
-    if checkpoint is not None:
-        st = load_state(checkpoint)
-        if st is not None and st[1].get("fingerprint") == json.loads(json.dumps(fingerprint)):
-            tens, meta = st
-            _load_masks("mask", masks, tens)
-            _load_masks("best", best_masks, tens)
-            imp.load(tens, meta)
-            history, best_val, best_epoch = meta["history"], meta["best_val"], meta["best_epoch"]
-            stale, capped = meta["stale"], meta["capped"]
-            done_epochs, done_steps = meta["epoch"], meta["step"]
-            finished = bool(meta.get("finished"))
+    st = resumed_state(checkpoint, fingerprint)
+    if st is not None:
+        tens, meta = st
+        _load_masks("mask", masks, tens)
+        _load_masks("best", best_masks, tens)
+        imp.load(tens, meta)
+        history, best_val, best_epoch = meta["history"], meta["best_val"], meta["best_epoch"]
+        stale, capped = meta["stale"], meta["capped"]
+        done_epochs, done_steps = meta["epoch"], meta["step"]
+        finished = bool(meta.get("finished"))
 
     def save(epoch_done: int, step_done: int, finished: bool = False) -> None:
         if checkpoint is None or rank != 0:
@@ -432,6 +431,14 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                                                      "steps_per_epoch": steps,
                                                      "best_val_loss": best_val},
                 history=history, best_epoch=best_epoch, extra=extra or {})
+
+
+def resumed_state(checkpoint, fingerprint: dict):
+    """(tensors, meta) saved in ``checkpoint`` by a run with the same ``fingerprint``, else None."""
+    st = load_state(checkpoint) if checkpoint is not None else None
+    if st is None or st[1].get("fingerprint") != json.loads(json.dumps(fingerprint)):
+        return None
+    return st
 
 
 def scoring_windows(train, val, cfg: PruneConfig):

@@ -30,7 +30,6 @@ plan is a snapshot, so a tighter plan zeroes a superset of a looser one's units.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict
@@ -40,7 +39,7 @@ import torch
 from tsprune.distributed import world
 from tsprune.errors import bad_arg
 from tsprune.progress import progress
-from tsprune.state import load_state, save_state
+from tsprune.state import save_state
 
 from .budget import Budget, CostModel, FlopProfile, forecast_profile
 from .criteria import MagnitudeImportance, TaylorImportance
@@ -126,8 +125,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     and horizon. checkpoint: a directory; the state is saved after every step and an
     interrupted run continues from its last step."""
     # lazy: engine.score imports this module for --budget runs (a cycle at import time)
-    from .engine import (_load_masks, _masks_state, coupled_qk, masked_loss, score_minibatch,
-                         scoring_windows)
+    from .engine import (_load_masks, _masks_state, coupled_qk, masked_loss, resumed_state,
+                         score_minibatch, scoring_windows)
 
     budgets = [Budget.parse(b) for b in budgets]
     if not budgets:
@@ -182,15 +181,14 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     rank, _ = world()
     fingerprint = {"cfg": asdict(cfg), "budgets": [str(b) for b in budgets], "n": n, "macro": macro,
                    "extra": extra or {}, "profile": profile.to_json()}
-    if checkpoint is not None:
-        st = load_state(checkpoint)
-        if st is not None and st[1].get("fingerprint") == json.loads(json.dumps(fingerprint)):
-            tens, meta = st
-            _load_masks("mask", masks, tens)
-            _load_masks("base", base, tens)
-            imp.load(tens, meta)
-            history, snaps = meta["history"], {int(k): v for k, v in meta["snaps"].items()}
-            done_epochs, done_steps, global_step = meta["epoch"], meta["step"], meta["global_step"]
+    st = resumed_state(checkpoint, fingerprint)
+    if st is not None:
+        tens, meta = st
+        _load_masks("mask", masks, tens)
+        _load_masks("base", base, tens)
+        imp.load(tens, meta)
+        history, snaps = meta["history"], {int(k): v for k, v in meta["snaps"].items()}
+        done_epochs, done_steps, global_step = meta["epoch"], meta["step"], meta["global_step"]
 
     def save(epoch_done: int, step_done: int) -> None:
         if checkpoint is None or rank != 0:
