@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from tsprune.errors import UserError
 
@@ -76,8 +78,6 @@ def read_config(model_dir: str | os.PathLike) -> dict:
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -113,8 +113,6 @@ def weight_files(model_dir: str | os.PathLike) -> list[Path]:
 def check_weights(model_dir: str | os.PathLike) -> list[Path]:
     """Open every safetensors file's header (cheap) so that a corrupted or truncated file is
     a clear UserError before any loader touches it."""
-    from safetensors import SafetensorError, safe_open
-
     files = weight_files(model_dir)
     for f in files:
         try:
@@ -141,6 +139,8 @@ def read_state_dict(model_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
 def write_model_dir(out: str | os.PathLike, config: dict, state: dict[str, torch.Tensor],
                     manifest: dict | None) -> None:
     """Write config.json, model.safetensors and (for pruned models) tsprune.json."""
+    # lazy: looked up per call, so that a patched safetensors.torch.save_file (a full disk in
+    # tests/test_output_safety.py) is the one that writes
     from safetensors.torch import save_file
 
     out = Path(out)

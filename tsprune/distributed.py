@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.distributed as dist
 
 
 def world() -> tuple[int, int]:
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -25,7 +25,6 @@ def world() -> tuple[int, int]:
 def init_from_env(device: str = "auto") -> torch.device:
     """Start the process group when launched by torchrun (WORLD_SIZE > 1); returns the device
     this rank computes on (cuda:LOCAL_RANK with NCCL when GPUs are there, else CPU/gloo)."""
-    import torch.distributed as dist
     n = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if n > 1 and dist.is_available() and not dist.is_initialized():
@@ -42,6 +41,5 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

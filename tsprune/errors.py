@@ -7,6 +7,7 @@ Messages name the argument, the value received and what is allowed.
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 
 class UserError(Exception):
@@ -19,7 +20,6 @@ class UserError(Exception):
 def exit_status(job) -> int:
     """Run ``job()`` for a module entry point (``python -m tsprune.X``): 0 when it
     returns, 2 with the UserError's one line on stderr when the input was bad."""
-    import sys
     try:
         job()
     except UserError as e:

@@ -1,8 +1,11 @@
 """Test metrics of a TSModel on z-scored windows (MSE/MAE, per horizon prefix)."""
 from __future__ import annotations
 
+import torch
+
 from tsprune.baselines.evaluate import evaluate_forecaster
-from tsprune.progress import is_quiet
+from tsprune.metrics import ForecastMetrics
+from tsprune.progress import is_quiet, progress
 
 
 def evaluate(model, dataset, horizons=None, *, batch_size: int = 512, show_progress: bool = True,
@@ -26,11 +29,6 @@ def evaluate_horizons(model, data, horizons, split: str = "test", *, batch_size:
     forecast, so this equals one evaluate() per horizon at a fraction of the cost.
 
     Returns {str(h): {"mse", "mae", "windows"}}."""
-    import torch
-
-    from tsprune.metrics import ForecastMetrics
-    from tsprune.progress import progress
-
     hs = sorted({int(h) for h in horizons})
     ds = data.windows(split, horizon=hs[0], stride=1)
     _, end = data.split_range(split)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import contextlib
 
+from tsprune.errors import UserError
+
 
 @contextlib.contextmanager
 def hf_quiet():
     """Silence transformers' progress bars and info/warning logs for the duration (our own
     progress and errors are what a person should see); restores the previous state."""
-    try:
+    try:  # lazy: transformers is heavy; tsprune.model imports this module without loading it
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover
         yield
@@ -30,7 +32,7 @@ def config_errors() -> tuple[type[BaseException], ...]:
     huggingface_hub's strict-dataclass validation errors (a field of the wrong type), which
     derive from Exception only."""
     errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, TypeError, KeyError)
-    try:
+    try:  # lazy: huggingface_hub takes ~0.2 s to import; only a model load asks for this
         from huggingface_hub.errors import StrictDataclassError
     except ImportError:  # pragma: no cover - older huggingface_hub
         return errors
@@ -51,7 +53,6 @@ def from_pretrained_local(cls, path, family: str, extra_errors: tuple[type[BaseE
     """transformers' loader (it applies the v5 checkpoint-name conversions) restricted to
     local safetensors and no remote code; errors (config_errors() and ``extra_errors``, e.g.
     an upstream class's AssertionError on a bad config) become one-line UserErrors."""
-    from tsprune.errors import UserError
     try:
         with hf_quiet():
             model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,

@@ -42,6 +42,7 @@ def _cell(v) -> str:
 # ---- model directories -----------------------------------------------------------------
 def _dense_reference(m) -> tuple[list[dict], int] | None:
     """describe() rows and parameter count of the dense architecture of a pruned model."""
+    # lazy: torch is heavy (tsprune.checkpoint imports it too); an .onnx file is inspected without it
     import torch
 
     from tsprune.checkpoint import read_config
@@ -57,7 +58,7 @@ def _dense_reference(m) -> tuple[list[dict], int] | None:
 def inspect_model(path) -> dict:
     """{"kind": "model", "path", "family", "pruned", "params", "block_params", "layers",
     and for a pruned model "params_dense", "sparsity", "dense_layers"}."""
-    from tsprune.model import load
+    from tsprune.model import load  # lazy: pulls torch; an .onnx file is inspected without it
     try:
         m = load(path)
     except UserError as e:
@@ -144,6 +145,7 @@ def _onnx_layers(proto, inits: dict) -> list[dict] | None:
 
 
 def inspect_onnx(path: Path) -> dict:
+    # lazy: numpy and onnx are heavy and only ONNX graphs need them
     import numpy as np
     import onnx
     try:

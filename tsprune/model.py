@@ -19,7 +19,10 @@ from tsprune.checkpoint import MANIFEST, check_weights, read_config, read_json, 
 from tsprune.errors import UserError, bad_arg
 from tsprune.families import Family, Forecast, detect, get
 from tsprune.hfutil import config_errors
+from tsprune.prune.structure import AttentionGroup, FFNGroup
 from tsprune.prune.surgery import AttentionShape
+from tsprune.resources import BUNDLED_MODELS, available_models
+from tsprune.sizecheck import check_fits
 
 MANIFEST_FORMAT = "tsprune-model/1"
 
@@ -172,8 +175,6 @@ def _apply_manifest(family: Family, module: nn.Module, manifest: dict) -> None:
     """Shrink a freshly built dense ``module`` to the manifest's shapes. Each entry is
     checked before it is applied (a module path that exists, sizes no larger than the dense
     ones), so that a malformed or hostile tsprune.json is a one-line UserError."""
-    from tsprune.prune.structure import AttentionGroup, FFNGroup
-
     dense = family.structure(module)
     linears, attention, ffn = (_section(manifest, k) for k in ("linears", "attention", "ffn"))
     groups_f = {f.owner: f for b in dense.blocks for f in b.ffn}
@@ -225,7 +226,6 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
     if not p.exists():
         b = bundled_path(str(name_or_path))
         if b is None:
-            from tsprune.resources import BUNDLED_MODELS, available_models
             name, avail = str(name_or_path), ", ".join(available_models())
             if name in BUNDLED_MODELS:
                 raise UserError(f"--model: {name!r} is a bundled model whose weights are not in this "
@@ -234,7 +234,6 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
         p = b
     config = read_config(p)
     detect(config)
-    from tsprune.sizecheck import check_fits
     check_fits(config, p / "config.json")  # before anything is built
     return p, config
 

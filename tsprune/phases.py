@@ -120,7 +120,7 @@ class PhaseStore:
         if self.path is None:
             yield
             return
-        import fcntl
+        import fcntl  # lazy: POSIX-only; only a store on disk takes the lock
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield

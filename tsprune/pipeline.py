@@ -29,6 +29,7 @@ from tsprune.data import DataConfig, prepare
 from tsprune.distributed import barrier, init_from_env, world
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluation import evaluate
+from tsprune.export.profile import deployed_profile
 from tsprune.model import load, resolve
 from tsprune.phases import Phase, PhaseStore, run_job, run_phases
 from tsprune.progress import is_quiet, set_quiet
@@ -36,8 +37,10 @@ from tsprune.prune import Plan, PruneConfig, apply, score
 from tsprune.prune.budget import Budget
 from tsprune.report import forecast_samples, ort_latency, write_reports
 from tsprune.runlog import RunLog, log_to_file, log_to_stderr
+from tsprune.safety import check_run
 from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
+from tsprune.train.distill import TeacherCache, choose_teacher, teacher_cache, weights
 from tsprune.train.finetune import DEFAULT_MAX_EPOCHS, training_windows, validation_windows
 from tsprune.train.lr_grid import default_lr_grid
 from tsprune.train.validation import val_windows
@@ -102,7 +105,6 @@ class RunConfig:
         if self.finetune.distill != "off" and not self.do_finetune:
             raise bad_arg("--recover", "distill", "finetune with --no-finetune (nothing is recovered)")
         check_out(self.out)
-        from tsprune.safety import check_run
         check_run(self)  # --out/--log-file never overlap an input
 
 
@@ -271,7 +273,6 @@ def _score(j: Job) -> dict:
     else:
         profile = None
         if cfg.prune.budget is not None:  # FLOPs of the graph --export onnx writes
-            from tsprune.export.profile import deployed_profile
             profile = deployed_profile(j.model, cfg.data.context, cfg.data.horizon)
         j.plan = score(j.model, j.train, j.val, cfg.prune, show_progress=j.show,
                        log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile)
@@ -301,7 +302,6 @@ def _teacher_dir(j: Job):
 def _teacher(j: Job) -> dict:
     """Choose the dense teacher by validation MSE at --horizon and cache its forecasts of
     the training windows fine-tuning will use (once each; resumable in checkpoints/)."""
-    from tsprune.train.distill import choose_teacher, teacher_cache
     cfg = j.ft_config()
     candidates = {"zero_shot": j.model}
     if j.cfg.compare_finetune:
@@ -318,7 +318,6 @@ def _teacher(j: Job) -> dict:
 
 
 def _restore_teacher(j: Job, result) -> None:
-    from tsprune.train.distill import TeacherCache
     j.teacher = TeacherCache.load(_teacher_dir(j), result["key"])
     if j.teacher is None or not j.teacher.complete:
         raise UserError(f"--resume: the teacher cache in {_teacher_dir(j)} is missing or incomplete; "
@@ -423,7 +422,6 @@ def _wants_finetune(j: Job) -> bool:
 
 
 def _wants_teacher(j: Job) -> bool:
-    from tsprune.train.distill import weights
     return j.cfg.do_finetune and any(w > 0 for w in weights(j.cfg.finetune.distill))
 
 

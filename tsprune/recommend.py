@@ -85,6 +85,7 @@ def validation_figures(tsfm, dlinear, val, *, season: int | None = None,
     """({candidate: validation MSE}, windows): the TSFM (a TSModel, forecast rolled out to
     val.horizon), DLinear (an nn.Module (B, L) -> (B, H), or None) and seasonal naive on the
     same windows of ``val`` (a seeded subset of ``samples`` windows, or all)."""
+    # lazy: the baselines pull torch and pandas; the decision itself is plain Python
     from tsprune.baselines.evaluate import evaluate_forecaster
     from tsprune.baselines.naive import seasonal_naive
 
@@ -114,7 +115,7 @@ def for_run(cfg, data, tsfm, dlinear, *, finetuned: bool) -> Recommendation:
 def export_run_dlinear(dlinear, path, *, opset: int, data, levels=()) -> dict:
     """Export the run's DLinear to ``path`` with the dataset's metadata; the report's onnx
     entry (without latency: the pipeline times that phase)."""
-    from tsprune.export.dlinear import export_dlinear
+    from tsprune.export.dlinear import export_dlinear  # lazy: pulls torch (and onnx when called)
     info = export_dlinear(dlinear, path, levels=levels, opset=opset, metadata={
         "columns": list(data.columns), "zscore_mean": data.mean.tolist(),
         "zscore_std": data.std.tolist()})

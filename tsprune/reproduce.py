@@ -29,6 +29,7 @@ from tsprune.model import load
 from tsprune.phases import Phase, PhaseStore, run_phases
 from tsprune.progress import is_quiet
 from tsprune.prune import Plan, PruneConfig, apply
+from tsprune.reproduce_report import write_accuracy_report
 from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
 
@@ -265,7 +266,6 @@ def run(cfg: ReproduceConfig, log=print) -> dict:
     transfer = run_transfer(cfg, results, log)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "processor": platform.processor() or platform.machine()}
-    from tsprune.reproduce_report import write_accuracy_report
     write_accuracy_report(results, transfer, cfg, machine, out)
     return {"results": results, "transfer": transfer}
 

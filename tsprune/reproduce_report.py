@@ -40,7 +40,7 @@ def summarize(results: dict) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy and only the figures need it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(results)
@@ -76,7 +76,7 @@ def plot(results: dict, path: Path) -> None:
 def plot_search(results: dict, path: Path) -> None:
     """Each dataset's search trials: validation loss of the pruned (not fine-tuned) model
     against sparsity along the progressive schedule, one line per (r, alpha)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy and only the figures need it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = [n for n in results if results[n].get("search", {}).get("trials")]
@@ -107,7 +107,7 @@ def plot_search(results: dict, path: Path) -> None:
 
 def command_line(cfg) -> str:
     """The `tsprune reproduce` command that gives ``cfg`` (non-default flags spelled out)."""
-    from tsprune.search import SearchConfig
+    from tsprune.search import SearchConfig  # lazy: tsprune.search pulls torch; rendering needs none
     parts = ["tsprune reproduce", f"--datasets {','.join(cfg.datasets)}",
              f"--horizons {','.join(map(str, cfg.horizons))}", f"--model {cfg.model}",
              f"--context {cfg.context}"]

@@ -24,7 +24,9 @@ import re
 import time
 from pathlib import Path
 
+from tsprune import __version__
 from tsprune.errors import UserError
+from tsprune.resources import bundled_path, demo_dataset_path  # data only: safety sits below model and pipeline
 
 MARKER = ".tsprune-output"
 EXIT_WRITE = 1
@@ -46,7 +48,6 @@ def real(p) -> Path:
 
 # ---- the marker ----------------------------------------------------------------------
 def write_marker(d: Path, command: str) -> None:
-    from tsprune import __version__
     (Path(d) / MARKER).write_text(json.dumps(
         {"tool": "tsprune", "command": command, "version": __version__, "pid": os.getpid(),
          "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
@@ -114,7 +115,7 @@ def onnx_written_by_tsprune(path: Path) -> bool:
     except (OSError, ValueError, TypeError, RecursionError):
         pass
     try:
-        import onnx
+        import onnx  # lazy: onnx is heavy; only an existing --out file is checked with it
         proto = onnx.load(str(path), load_external_data=False)
         return any(p.key == "tsprune_version" for p in proto.metadata_props)
     except Exception:  # noqa: BLE001 - anything unreadable is not ours
@@ -191,7 +192,6 @@ def _model_input(model) -> Path | None:
         return None
     if os.path.exists(str(model)):
         return Path(model)
-    from tsprune.resources import bundled_path  # data only: safety sits below model and pipeline
     return bundled_path(str(model))
 
 
@@ -202,7 +202,7 @@ def _dataset_inputs(datasets: str) -> list[Path]:
             out.append(Path(name))
             continue
         try:
-            from tsprune.data import ett_path
+            from tsprune.data import ett_path  # lazy: tsprune.data pulls pandas and torch
             p = ett_path(name)
         except Exception:  # noqa: BLE001 - a name that is no file is reported by the command
             p = None
@@ -217,7 +217,6 @@ def inputs_of(a) -> list[tuple[str, Path]]:
     if getattr(a, "data", None):
         ins.append(("--data", Path(a.data)))
     elif a.cmd == "prune":
-        from tsprune.resources import demo_dataset_path
         ins.append(("--data", demo_dataset_path()))
     if hasattr(a, "model") and a.cmd != "pretrain":
         ins.append(("--model", _model_input(a.model)))

@@ -9,9 +9,12 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 
 def save_state(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    # lazy: looked up per call, so that a patched safetensors.torch.save_file (a full disk in
+    # tests/test_output_safety.py) is the one that writes
     from safetensors.torch import save_file
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -32,7 +35,6 @@ def save_state(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: 
 
 def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict] | None:
     """(tensors, meta) of the last complete save, or None when there is none."""
-    from safetensors.torch import load_file
     path = Path(path)
     if not (path / "meta.json").exists():
         return None
