@@ -18,8 +18,11 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
+from tsprune import __version__  # noqa: E402
 from tsprune.errors import UserError, bad_arg  # noqa: E402
+from tsprune.export.args import add_arguments as add_export_arguments  # noqa: E402
 from tsprune.progress import is_quiet, set_quiet  # noqa: E402
 from tsprune.runlog import log_to_file, log_to_stderr  # noqa: E402
 from tsprune.table_flags import add_table_flags  # noqa: E402
@@ -62,6 +65,8 @@ def _add_data_args(p, *, horizon_default=96):
 
 
 def _data_config(a):
+    # lazy (here and in every command below): these pull torch, pandas or onnx, which
+    # `tsprune --help` must not load
     from tsprune.data import DataConfig
     from tsprune.pipeline import default_data_path
     path = a.data
@@ -91,7 +96,6 @@ def _profile(a, name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tsprune import __version__
     ap = _Parser(prog="tsprune", description="Prune, fine-tune and export time-series foundation models.")
     ap.add_argument("--version", action="version", version=f"tsprune {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -212,7 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
 
     x = sub.add_parser("export", help="export a model to ONNX (fp32/fp16/int8) or a Triton model repository")
-    from tsprune.export.args import add_arguments as add_export_arguments
     add_export_arguments(x)
 
     i = sub.add_parser("inspect", help="per-layer heads, widths and parameters of a model or ONNX graph")
@@ -238,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "can share a dataset this way, then a run without --phases renders the report)")
     rp.add_argument("--quiet", action="store_true")
 
-    try:
+    try:  # lazy and optional: the other subcommands work without tsprune.pretrain
         from tsprune.pretrain import add_cli_arguments
     except ImportError:
         add_cli_arguments = None
@@ -265,10 +268,11 @@ def _distill(a):
 
 def prune_config(a):
     """The RunConfig of parsed `tsprune prune` arguments: each flag sets one field."""
+    # lazy: torch (see _data_config)
     from tsprune.pipeline import RunConfig
     from tsprune.prune import PruneConfig
     from tsprune.search import SearchConfig
-    from tsprune.train import FinetuneConfig
+    from tsprune.train import FinetuneConfig  # lazy, as above
     return RunConfig(
         out=a.out, data=_data_config(a), model=a.model,
         prune=PruneConfig(ratio=a.ratio, ema=a.ema, max_epochs=a.max_epochs, macro_batch=a.macro_batch,
@@ -295,7 +299,7 @@ def prune_config(a):
 def frontier_config(a):
     """The FrontierConfig of `tsprune prune --frontier ...`: the prune job's settings plus
     the frontier's flags (--criterion is a list there)."""
-    from tsprune.frontier import FrontierConfig, budget_list
+    from tsprune.frontier import FrontierConfig, budget_list  # lazy: the frontier job pulls torch and onnx
     if a.budget is not None:
         raise bad_arg("--budget", a.budget, "no --budget with --frontier (the frontier's budgets are its list)")
     criteria = tuple(c.strip() for c in str(a.criterion).split(",") if c.strip())
@@ -311,7 +315,7 @@ def _recoveries(a) -> tuple[str, ...]:
 
 
 def _cmd_frontier(a) -> int:
-    from tsprune.frontier import run
+    from tsprune.frontier import run  # lazy: the frontier job pulls torch and onnx
     r = run(frontier_config(a))
     print(f"wrote {a.out}: {len(r['points'])} models; Pareto set: {', '.join(r['pareto']) or '-'}"
           + (f"; picked {r['picked']} (deploy/)" if r.get("pick") and r.get("picked") else "")
@@ -320,7 +324,7 @@ def _cmd_frontier(a) -> int:
 
 
 def _cmd_prune(a) -> int:
-    from tsprune.pipeline import run
+    from tsprune.pipeline import run  # lazy: torch (see _data_config)
     if a.frontier is not None:
         return _cmd_frontier(a)
     if a.pick is not None:
@@ -343,6 +347,7 @@ def _cmd_prune(a) -> int:
 
 
 def _cmd_eval(a) -> int:
+    # lazy: torch and pandas (see _data_config)
     from tsprune.data import prepare
     from tsprune.evaluation import evaluate
     from tsprune.model import load
@@ -367,7 +372,6 @@ MAX_LENGTH = 65536  # export: context and horizon, in steps (the graph's batch a
 def _check_writable_file(path: str, arg: str) -> None:
     """UserError now, before any work, when the file ``path`` cannot be created (a directory
     there, a parent that is a file, /proc...). Leaves nothing behind."""
-    from pathlib import Path
     p = Path(path).absolute()
     if p.is_dir():
         raise UserError(f"{arg}: {path!r} is a directory; expected a file path")
@@ -391,10 +395,11 @@ def _check_writable_file(path: str, arg: str) -> None:
 
 
 def _cmd_export(a) -> int:
+    # lazy: torch and onnx (see _data_config); tsprune.atomic only so that --help skips it
     from tsprune.atomic import check_out
     from tsprune.export.command import run as run_export
     from tsprune.export.command import variant_config
-    from tsprune.model import load
+    from tsprune.model import load  # lazy, as above
     if a.format == "onnx" and not a.out.endswith(".onnx"):
         raise bad_arg("--out", a.out, "a path ending in .onnx")
     for name, value in (("--context", a.context), ("--horizon", a.horizon)):
@@ -414,12 +419,13 @@ def _cmd_export(a) -> int:
 
 
 def _cmd_inspect(a) -> int:
-    from tsprune.inspect import inspect_path
+    from tsprune.inspect import inspect_path  # lazy: only `inspect` needs it; --help skips it
     print(inspect_path(a.path, as_json=a.json))
     return 0
 
 
 def _cmd_reproduce(a) -> int:
+    # lazy: torch and pandas (see _data_config)
     from tsprune.reproduce import ReproduceConfig, run
     from tsprune.search import SearchConfig
     try:
@@ -434,7 +440,7 @@ def _cmd_reproduce(a) -> int:
         lrs=a.lr, ft_train_samples=a.ft_train_samples,
         baselines=tuple(b for b in a.baselines.split(",") if b), seed=a.seed, force=a.force,
         phases=tuple(p for p in a.phases.split(",") if p) if a.phases else None)
-    from tsprune.safety import claim_dir
+    from tsprune.safety import claim_dir  # lazy: keeps --help fast
     claim_dir(a.out, "reproduce")
     out = run(cfg, log=lambda m: print(m, flush=True))
     if len(out["results"]) == len(cfg.datasets):
@@ -443,6 +449,7 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_pretrain(a) -> int:
+    # lazy: `run` loads torch and transformers on first use; safety: keeps --help fast
     from tsprune.pretrain import from_args, run
     from tsprune.safety import claim_dir
     claim_dir(a.out, "pretrain")
@@ -482,13 +489,13 @@ def _main(argv=None) -> int:
         print(f"tsprune: error: {e}", file=sys.stderr)
         return EXIT_USER
     except RuntimeError as e:
-        from tsprune.export import ExportError
+        from tsprune.export import ExportError  # lazy: its module (onnx_export) pulls torch
         if not isinstance(e, ExportError):
             raise
         print(f"tsprune: error: export failed: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a failed write (disk full...) is one line, exit 1
-        from tsprune.safety import EXIT_WRITE, as_os_error, describe_write_error
+        from tsprune.safety import EXIT_WRITE, as_os_error, describe_write_error  # lazy: keeps --help fast
         failed = as_os_error(e)
         if failed is None:
             raise
