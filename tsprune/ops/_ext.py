@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._common import as_btd, copy_codes, float_code, index_in_range
+from ._common import as_btd, copy_codes, float_code, gather_shape, index_in_range
 
 _state: dict = {}
 
@@ -110,8 +110,6 @@ def _job(w: Tensor, rows: Optional[Tensor], cols: Optional[Tensor], out: Tensor,
 
 
 def _pack_outputs(tensors, rows, cols, dtype):
-    from ._common import gather_shape
-
     return [torch.empty(gather_shape(w, r, c), dtype=dtype or w.dtype, device=w.device)
             for w, r, c in zip(tensors, rows, cols)]
 

@@ -16,6 +16,7 @@ that to run them on CPU tensors.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -75,8 +76,6 @@ def kernels(name: str):
 def _device_ctx(device: torch.device):
     if device.type == "cuda":
         return torch.cuda.device(device)
-    import contextlib
-
     return contextlib.nullcontext()
 
 
