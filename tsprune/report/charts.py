@@ -11,6 +11,7 @@ GRID = "#e6e6e6"
 
 
 def _figure(w: float, h: float):
+    # lazy (here and below): matplotlib takes ~0.5 s to import; only report.html's charts need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -80,7 +81,7 @@ def structure_chart(dense: list[dict], pruned: list[dict]) -> str | None:
         ax.set_title(f"{struct_title(k)}  (kept {kept:.0%})", fontsize=9, loc="left")
         step = max(1, len(x) // 12)
         ax.set_xticks(x[::step], [str(v) for v in layers[::step]])
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.ticker import MaxNLocator  # lazy: matplotlib (see _figure)
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         if k == "params":
             ax.yaxis.set_major_formatter(_thousands())
@@ -94,7 +95,7 @@ def structure_chart(dense: list[dict], pruned: list[dict]) -> str | None:
 
 
 def _thousands():
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # lazy: matplotlib (see _figure)
     return FuncFormatter(lambda v, _: f"{v / 1e6:.1f}M" if v >= 1e6 else
                          (f"{v / 1e3:.0f}k" if v >= 1e3 else f"{v:.0f}"))
 

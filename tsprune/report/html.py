@@ -209,7 +209,7 @@ def prune_section(r: dict) -> str:
                 f"best epoch {pr.get('best_epoch')}", f"best validation loss {_num(cfg.get('best_val_loss'))}"]
         out.append(f'<p class="note">{", ".join(bits)}.</p>')
         if cfg.get("measured"):
-            from .writer import budget_line
+            from .writer import budget_line  # lazy: import cycle (writer imports this module)
             out.append(f'<p class="note">{escape(budget_line(cfg["measured"], cfg))}</p>')
         if pr.get("speedup"):
             from .writer import speedup_line

@@ -13,17 +13,18 @@ import statistics
 import time
 
 import numpy as np
+import torch
+
+from tsprune.export.runtime import import_ort
 
 
 def ort_latency(path, *, context: int, batches=(1, 64), budget_s: float = 4.0,
                 max_runs: int = 20, threads: int | None = None) -> dict:
-    from tsprune.export.runtime import import_ort
     ort = import_ort()
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads is None:
-        import torch
         threads = torch.get_num_threads()
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1

@@ -40,6 +40,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .html import render_html
+
 
 def _fmt(x, nd=4):
     return "-" if x is None else f"{x:.{nd}f}"
@@ -161,8 +163,6 @@ def render_markdown(r: dict) -> str:
 
 def write_reports(report: dict, out_dir: str | Path) -> None:
     """report.json, report.md and report.html in ``out_dir``."""
-    from .html import render_html
-
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "report.md").write_text(render_markdown(report))
