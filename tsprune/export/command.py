@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tsprune.errors import bad_arg
 
+from .triton import write_repo
 from .variants import VariantConfig, Windows, export_variant, sidecar_path
 
 from .args import FORMATS, add_arguments  # noqa: F401  (re-exported)
@@ -40,7 +41,7 @@ def _windows(a, data_config, context: int, horizon: int):
     """(Windows for the accuracy check, metadata of the dataset or {})."""
     if not a.data:
         return None, {}
-    from tsprune.data import prepare
+    from tsprune.data import prepare  # lazy: tsprune.data pulls pandas; only --data needs it
     data = prepare(data_config(a))
     test = data.windows("test", context=context, horizon=horizon, stride=a.stride)
     w = Windows.from_dataset(test, a.eval_samples or None, source=os.path.basename(a.data))
@@ -65,7 +66,6 @@ def run(a, model, cfg: VariantConfig, data_config) -> int:
         info = export_variant(model, a.out, cfg, **kw)
         print(_summary(a.out, info) + f"; sidecar {sidecar_path(a.out)}")
         return 0
-    from .triton import write_repo
     name = a.name or default_name(model)
     with tempfile.TemporaryDirectory(prefix="tsprune-triton-") as tmp:
         path = Path(tmp) / "model.onnx"

@@ -9,6 +9,7 @@ dynamic, the context axis fixed (DLinear's weights are (H, L)).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -50,8 +51,7 @@ def export_dlinear(dlinear, path, *, levels=(), opset: int = 18, atol: float = 1
     {"path", "opset", "outputs", "metadata", "max_abs_err", ...} like export_onnx. The file
     is written under a temporary name and renamed after onnx.checker and the onnxruntime
     parity check (fresh inputs, ``atol``) pass; ExportError otherwise."""
-    import json
-
+    # lazy: onnx is heavy (.graph imports it too); loaded only when a DLinear is exported
     import onnx
 
     from .graph import dedupe_initializers, set_metadata, strip_debug

@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 _MATMUL = ("MatMul", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul")
@@ -72,8 +73,7 @@ def count_flops(model: onnx.ModelProto | str | os.PathLike, dims: dict[str, int]
 def _run_shapes(proto: onnx.ModelProto, names: list[str]) -> dict[str, list[int]]:
     """Shapes of ``names`` from one onnxruntime run of the fixed-shape ``proto`` (random
     inputs; shapes here do not depend on values). {} without onnxruntime."""
-    try:
-        import numpy as np
+    try:  # lazy: onnxruntime is an optional dependency
         import onnxruntime as ort
     except ImportError:
         return {}

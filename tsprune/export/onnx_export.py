@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 from tsprune import __version__
+from tsprune.export.runtime import import_ort
+
+from .adapters import export_module, reference_module
 
 log = logging.getLogger("tsprune")
 
@@ -40,7 +43,6 @@ def _fresh_inputs(batch: int, context: int, seed: int) -> torch.Tensor:
 def onnx_parity(path: str | os.PathLike, module: torch.nn.Module, context: int, *, batch: int = 3,
                 seed: int = 1234, providers=None) -> dict:
     """Max abs error between onnxruntime and torch on fresh inputs, per output."""
-    from tsprune.export.runtime import import_ort
     ort = import_ort()
 
     x = _fresh_inputs(batch, context, seed)
@@ -61,7 +63,6 @@ def onnx_parity(path: str | os.PathLike, module: torch.nn.Module, context: int, 
 def _trace(model, x, context, horizon, graph, dynamic_context, fp16, opset):
     """torch.onnx.export (dynamo) of the family's export module: (program, output names,
     whether the context axis is dynamic)."""
-    from .adapters import export_module
     module, dyn = export_module(model, context, horizon, graph=graph, dynamic_context=dynamic_context,
                                 dtype=torch.float16 if fp16 else torch.float32)
     shapes = {0: torch.export.Dim("batch", min=1, max=65536)}
@@ -97,6 +98,8 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
     onnx.checker and the parity check pass; on failure nothing is left at ``path`` and
     ExportError is raised.
     """
+    # lazy: onnx is heavy (.graph imports it too); the CLI's error path imports this module
+    # for ExportError alone
     import onnx
 
     from .graph import dedupe_initializers, set_metadata, strip_debug
@@ -157,7 +160,6 @@ def export_onnx(model, path: str | os.PathLike, *, context: int, horizon: int, o
             try:
                 par = check_parity(tmp, model, context, horizon, dynamic_context=dyn)
             except Exception as e:  # noqa: BLE001 - a runtime without a kernel for an op of this opset
-                from tsprune.export.runtime import import_ort
                 onnxruntime = import_ort()
                 raise ExportError(f"onnxruntime {onnxruntime.__version__} cannot run the opset {opset} graph "
                                   f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
@@ -198,7 +200,6 @@ def check_parity(path, model, context: int, horizon: int, *, dynamic_context: bo
     worst: dict | None = None
     by_context = {}
     for L in parity_contexts(context, dynamic_context):
-        from .adapters import reference_module
         ref = reference_module(model, L, horizon)
         par = onnx_parity(path, ref, L, providers=providers)
         by_context[str(L)] = par["max_abs_err"]

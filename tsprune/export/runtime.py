@@ -41,7 +41,7 @@ def requested_device(device: str | None = None) -> str:
 def import_ort():
     """The onnxruntime module, or an ImportError naming the install command. onnxruntime
     (CPU) and onnxruntime-gpu are alternative extras: both install the same package."""
-    try:
+    try:  # lazy: optional dependency (onnxruntime or onnxruntime-gpu)
         import onnxruntime as ort
     except ImportError as e:
         err = missing_extra("onnxruntime", "onnxruntime", e)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tsprune.export.runtime import import_ort
+
 
 def _session(path, threads: int, provider: str):
-    from tsprune.export.runtime import import_ort
     ort = import_ort()
     so = ort.SessionOptions()
     so.log_severity_level = 3

@@ -80,6 +80,7 @@ def running_stats(patches: torch.Tensor, valid: torch.Tensor | None = None):
 
 def running_stats_loop(patches: torch.Tensor, valid: torch.Tensor | None = None):
     """Upstream's loop (one Welford update per patch), for tests: same contract."""
+    # lazy: transformers is heavy; only this test helper needs upstream's class
     from transformers.models.timesfm2_5.modeling_timesfm2_5 import TimesFm2_5Model
 
     b, n, _ = patches.shape

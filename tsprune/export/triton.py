@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from tsprune.atomic import atomic_dir
 from tsprune.errors import bad_arg
 
 PLATFORM = "onnxruntime_onnx"
@@ -76,7 +77,7 @@ def config_text(name: str, io: dict, *, max_batch_size: int = 64, instances: int
 
 def parse_config(text: str):
     """The ModelConfig message of a config.pbtxt (needs tritonclient)."""
-    from google.protobuf import text_format
+    from google.protobuf import text_format  # lazy: needed only with tritonclient, an optional dependency
     pb2 = model_config_pb2()
     return text_format.Parse(text, pb2.ModelConfig())
 
@@ -84,6 +85,7 @@ def parse_config(text: str):
 def check_config(config, onnx_path) -> list[str]:
     """Problems between a parsed ModelConfig and the ONNX graph at ``onnx_path``: names,
     data types and dims of every input and output, batch axis. [] when they agree."""
+    # lazy (here and in write_repo): onnx is heavy (.graph imports it too); config_text needs neither
     import onnx
 
     from .graph import io_spec
@@ -119,9 +121,7 @@ def write_repo(onnx_path, repo, name: str, *, sidecar=None, max_batch_size: int 
     """Write REPO/<name> (config.pbtxt, 1/model.onnx[, model.onnx.json]) atomically from an
     exported graph. validate: parse the config with tritonclient's protobuf and check it
     against the graph (skipped, and said so, without tritonclient)."""
-    import onnx
-
-    from tsprune.atomic import atomic_dir
+    import onnx  # lazy: onnx is heavy (see check_config)
 
     from .graph import io_spec
 

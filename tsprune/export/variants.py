@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +28,9 @@ import torch
 from tsprune import __version__
 from tsprune.errors import bad_arg, missing_extra
 
+from .adapters import get as get_adapter
 from .onnx_export import ExportError, _fresh_inputs, check_parity, export_onnx
+from .runtime import make_session
 
 log = logging.getLogger("tsprune")
 
@@ -90,7 +93,6 @@ class Windows:
 
 
 def session(path, threads: int | None = None, device: str = "cpu"):
-    from .runtime import make_session
     return make_session(path, device=device, threads=threads)
 
 
@@ -122,11 +124,11 @@ def accuracy(path, model, windows: Windows, *, batch_size: int = 256, torch_poin
 
 def simplify(src: Path, dst: Path) -> dict:
     """onnxslim ``src`` into ``dst``; returns node counts."""
-    try:
+    try:  # lazy: optional dependency (tsprune[export])
         import onnxslim
     except ImportError as e:
         raise missing_extra("onnxslim", "export", e) from e
-    import onnx
+    import onnx  # lazy: onnx is heavy; loaded only when a graph is written
     proto = onnx.load(str(src))
     before = len(proto.graph.node)
     slim = onnxslim.slim(proto)
@@ -137,7 +139,7 @@ def simplify(src: Path, dst: Path) -> dict:
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantization of the MatMul/Gemm weights (activations quantized per
     batch at run time; MatMuls between two activations, e.g. attention, stay fp32)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # lazy: optional dependency (onnxruntime)
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul", "Gemm"])
@@ -147,6 +149,7 @@ def fp16_generic(src: Path, dst: Path) -> None:
     """Whole-graph fp16 conversion (families without a half-precision adapter); inputs and
     outputs stay float32. The instance normalisation then runs in fp16 too: feed z-scored
     contexts."""
+    # lazy: onnx is heavy; onnxruntime is an optional dependency
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
     onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
@@ -170,12 +173,12 @@ def export_variant(model, path: str | os.PathLike, cfg: VariantConfig, *, contex
     horizon, opset, graph and context axis: int8 and simplified variants start from it
     instead of tracing the model again. Raises ExportError when an fp32 graph misses
     ``cfg.atol`` or any variant gives non-finite forecasts."""
+    # lazy: onnx is heavy; loaded only when a graph is written
     import onnx
 
-    from .flops import count_flops
+    from .flops import count_flops  # lazy: .flops and .graph import onnx
     from .graph import io_spec, set_metadata
 
-    from .adapters import get as get_adapter
     adapter = get_adapter(model.family.name, cfg.graph)
     windows = windows or Windows.synthetic(256, context, horizon)
     if windows.target.shape[1] != horizon:
@@ -195,7 +198,6 @@ def export_variant(model, path: str | os.PathLike, cfg: VariantConfig, *, contex
             expect = bool(cfg.dynamic_context and adapter is not None and adapter.dynamic_context)
             if dyn != expect:
                 raise ValueError(f"base: {base} has dynamic_context={dyn}, the variant wants {expect}")
-            import shutil
             shutil.copyfile(base, current)
             steps.append({"step": "export", "reused": str(base)})
         else:
@@ -272,14 +274,13 @@ def export_variant(model, path: str | os.PathLike, cfg: VariantConfig, *, contex
             tmp.unlink(missing_ok=True)
         return result
     finally:
-        import shutil
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _check_base(base, model, cfg: VariantConfig, context: int, horizon: int) -> bool:
     """Check that ``base`` is an fp32 export of this model's kind with these settings;
     returns whether its context axis is dynamic."""
-    import onnx
+    import onnx  # lazy: onnx is heavy; loaded only when a graph is read
     meta = {e.key: e.value for e in onnx.load(str(base), load_external_data=False).metadata_props}
     want = {"family": model.family.name, "context": str(context), "horizon": str(horizon),
             "opset": str(cfg.opset), "graph": cfg.graph, "precision": "fp32"}
