@@ -29,6 +29,7 @@ from tsprune.data import DataConfig, prepare
 from tsprune.distributed import barrier, init_from_env, world
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluation import evaluate
+from tsprune.export import export_onnx
 from tsprune.export.profile import deployed_profile
 from tsprune.model import load, resolve
 from tsprune.phases import Phase, PhaseStore, run_job, run_phases
@@ -370,7 +371,6 @@ def _save(j: Job) -> None:
 
 
 def _export_onnx(j: Job) -> dict:
-    from tsprune.export import export_onnx  # lazy: onnx and the dynamo exporter are heavy
     data = j.data
     if recommend.export_choice(j.cfg.export_model, j.rec, have_dlinear=j.cfg.dlinear) == "dlinear":
         return recommend.export_run_dlinear(j.dlinear, j.work / "model.onnx", opset=j.cfg.opset, data=data,

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 def __getattr__(name):
     if name in ("FrontierConfig", "budget_list", "phases", "run"):
-        from . import job
+        from . import job  # lazy: the job pulls torch and pandas (see above)
         return getattr(job, name)
     raise AttributeError(name)

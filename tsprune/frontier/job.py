@@ -27,7 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsprune.errors import bad_arg
+from tsprune.export import export_onnx
+from tsprune.export.profile import deployed_profile
 from tsprune.export.speed import interleaved_latency, speedups
+from tsprune.export.variants import quantize_int8
 from tsprune.model import resolve
 from tsprune.phases import Phase, run_job
 from tsprune.pipeline import (Job, RunConfig, _finetune_dense, _finetuned_dense_eval, _fingerprint,
@@ -38,6 +41,7 @@ from tsprune.prune.budget import Budget
 from tsprune.prune.to_budget import score_to_budgets
 from tsprune.train import finetune
 
+from .report import build_report, write_report
 from .select import parse_pick
 
 #: FLOPs multipliers tried in turn for a speed-up budget S (FLOPs kept = factor / S)
@@ -131,8 +135,6 @@ class FrontierJob(Job):
 
 def _export(j: FrontierJob, model, name: str, *, check: bool = True) -> dict:
     """Export ``model`` to graphs/NAME.onnx (+ NAME.int8.onnx); returns paths and parity."""
-    from tsprune.export import export_onnx  # lazy: onnx and the dynamo exporter are heavy
-    from tsprune.export.variants import quantize_int8
     d = j.work / "graphs"
     d.mkdir(exist_ok=True)
     info = export_onnx(model, d / f"{name}.onnx", context=j.context, horizon=j.cfg.data.horizon,
@@ -163,7 +165,6 @@ def _candidates(fc: FrontierConfig) -> list[str]:
 
 def _plans(criterion: str):
     def run(j: FrontierJob) -> dict:
-        from tsprune.export.profile import deployed_profile  # lazy: traces the export adapter
         cands = _candidates(j.fc)
         cfg = dataclasses.replace(j.cfg.prune, criterion=criterion, budget=None)
         plans = score_to_budgets(j.model, j.train, j.val, cfg, cands, show_progress=j.show,
@@ -314,7 +315,6 @@ def _fingerprint_of(fc: FrontierConfig) -> dict:
 
 def run(fc: FrontierConfig, device=None) -> dict:
     """Run the frontier job into ``fc.run.out``; returns the report (also frontier.json/.md)."""
-    from .report import build_report, write_report
     cfg = fc.run
     resolve(cfg.model)
 

@@ -104,7 +104,7 @@ def plot(rep: dict, path: Path) -> bool:
     pts = [p for p in rep["points"] if p["speedup"] is not None and p["mse"] is not None]
     if not pts:
         return False
-    from tsprune.report.charts import DENSE, PRUNED, _figure, _style
+    from tsprune.report.charts import DENSE, PRUNED, _figure, _style  # lazy: the tsprune.report package loads torch
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot(111)
     _style(ax)
