@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tsprune.baselines.evaluate import evaluate_forecaster
 from tsprune.errors import bad_arg
 
 
@@ -29,8 +30,6 @@ def seasonal_naive(context, horizon: int, season: int | None = None):
 def evaluate_seasonal_naive(dataset, season: int | None = None, *, batch_size: int = 8192,
                             horizons=None) -> dict:
     """{"mse", "mae", "windows"} of the seasonal naive forecast over `dataset`."""
-    from tsprune.baselines.evaluate import evaluate_forecaster
-
     H = dataset.horizon
     return evaluate_forecaster(lambda x: seasonal_naive(x, H, season), dataset,
                                batch_size=batch_size, horizons=horizons)

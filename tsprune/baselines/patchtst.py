@@ -31,6 +31,8 @@ class SupervisedPatchTST(nn.Module):
 
     def __init__(self, model: nn.Module, horizon: int):
         super().__init__()
+        # lazy: tsprune.families loads tsprune.prune (~0.1 s), which
+        # `import tsprune.baselines` (DLinear, seasonal naive) does not need
         from tsprune.families import get
         self.family = get("patchtst")
         self.model = model
@@ -41,7 +43,7 @@ class SupervisedPatchTST(nn.Module):
 
     def tsmodel(self):
         """The network as a tsprune TSModel (family ``patchtst``)."""
-        from tsprune.model import TSModel
+        from tsprune.model import TSModel  # lazy: as tsprune.families in __init__
         return TSModel(self.family, self.model.eval(), source="train_patchtst")
 
 
@@ -112,7 +114,7 @@ def train_patchtst(prepared, context: int | None = None, horizon: int | None = N
 
 def _train(train, val, epochs, lr, batch_size, patience, per_epoch, arch, seed,
            progress) -> SupervisedPatchTST:
-    from tsprune.families import get
+    from tsprune.families import get  # lazy: as in SupervisedPatchTST.__init__
     fam = get("patchtst")
     torch.manual_seed(seed)
     net = fam.build(patchtst_config(train.context, train.horizon, **arch))
