@@ -26,6 +26,7 @@ from tsprune.progress import progress
 
 from tsprune.state import load_state, save_state
 
+from .budget import Budget
 from .criteria import CRITERIA
 from .masks import MaskSet, attach
 from .plan import Plan
@@ -109,7 +110,6 @@ class PruneConfig:
         if self.depth_criterion not in ("measured", "fisher"):
             raise bad_arg("--depth-criterion", self.depth_criterion, "'measured' or 'fisher'")
         if self.budget is not None:
-            from .budget import Budget
             object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
         if self.criterion not in CRITERIA:
             raise bad_arg("--criterion", self.criterion, ", ".join(CRITERIA))
@@ -305,7 +305,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     (tsprune.prune.to_budget; profile: the FLOPs profile of the deployed forecast).
     """
     if cfg.budget is not None:
-        from .to_budget import score_to_budgets
+        from .to_budget import score_to_budgets  # lazy: import cycle (to_budget imports this module)
         return score_to_budgets(model, train, val, cfg, [cfg.budget], show_progress=show_progress,
                                 log=log, checkpoint=checkpoint, profile=profile)[0]
     cfg.check_budget_options()
@@ -316,7 +316,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     # on a copy and the plan records them (their indices and paths: the shallower model's)
     extra = None
     if cfg.drop_blocks:
-        from .depth import drop_for_scoring
+        from .depth import drop_for_scoring  # lazy: import cycle (depth imports this module)
         model, extra = drop_for_scoring(model, val, cfg, log=log)
         module = model.module
     if family.pre_prunes:

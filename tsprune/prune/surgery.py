@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tsprune import ops  # the one place that chooses a kernel backend
+
 from .masks import MaskSet, fold, get_module
 from .structure import AttentionGroup, FFNGroup, ModelStructure
 
@@ -193,8 +195,6 @@ def count_params(model: nn.Module, cut: Cut | None = None) -> int:
 
 
 def _replace_linear(model: nn.Module, path: str, rows, cols, scale: float | None) -> None:
-    from tsprune import ops  # the one place that chooses a kernel backend
-
     lin = get_module(model, path)
     tensors = [lin.weight.data] + ([lin.bias.data] if lin.bias is not None else [])
     row_idx = [rows, rows]

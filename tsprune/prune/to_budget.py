@@ -43,6 +43,8 @@ from tsprune.state import save_state
 
 from .budget import Budget, CostModel, FlopProfile, forecast_profile
 from .criteria import MagnitudeImportance, TaylorImportance
+from .engine import (Importance, _load_masks, _masks_state, coupled_qk, masked_loss, resumed_state,
+                     score_minibatch, scoring_windows)
 from .masks import MaskSet
 from .plan import Plan
 
@@ -106,7 +108,6 @@ class _Pool:
 
 
 def _importance(cfg, masks: MaskSet, module):
-    from .engine import Importance
     if cfg.criterion == "taylor":
         return TaylorImportance(masks)
     if cfg.criterion == "magnitude":
@@ -124,10 +125,6 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     exported graph); default: the family's own forecast at the training windows' context
     and horizon. checkpoint: a directory; the state is saved after every step and an
     interrupted run continues from its last step."""
-    # lazy: engine.score imports this module for --budget runs (a cycle at import time)
-    from .engine import (_load_masks, _masks_state, coupled_qk, masked_loss, resumed_state,
-                         score_minibatch, scoring_windows)
-
     budgets = [Budget.parse(b) for b in budgets]
     if not budgets:
         raise ValueError("score_to_budgets: no budget given")
