@@ -15,6 +15,7 @@ from pandas.api import types as ptypes
 from pandas.tseries import offsets
 from pandas.tseries.frequencies import to_offset
 
+from tsprune.data.sniff import check_parse, csv_format
 from tsprune.errors import UserError, bad_arg
 
 # Column names taken as the date column, case-insensitive, in this order.
@@ -40,7 +41,6 @@ def _read(path: Path, kind: str) -> pd.DataFrame:
         raise UserError(f"path: {str(path)!r} is empty (0 bytes)")
     try:
         if kind == "csv":
-            from tsprune.data.sniff import check_parse, csv_format
             opts = csv_format(path)  # separator and decimal mark (";" and "1,5" too)
             df = pd.read_csv(path, **opts)  # .gz decompressed by suffix
             if not opts:

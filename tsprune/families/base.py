@@ -19,6 +19,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from tsprune.checkpoint import read_state_dict
+from tsprune.errors import UserError
+from tsprune.hfutil import eager_attention
 from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
@@ -78,8 +81,6 @@ class Family:
         Default: build from the config and load the state dict strictly; families whose
         upstream class renames weights on save (transformers v5 conversions) override this
         with from_pretrained(local_files_only=True, use_safetensors=True)."""
-        from tsprune.checkpoint import read_state_dict
-        from tsprune.errors import UserError
         module = self.build(config)
         try:
             module.load_state_dict(read_state_dict(path), strict=True)
@@ -174,7 +175,6 @@ class Family:
 
     def _blocks(self, model: nn.Module) -> nn.ModuleList:
         if self.block_list is None:
-            from tsprune.errors import UserError
             raise UserError(f"--drop-blocks: depth pruning is not supported for {self.name} models "
                             f"({self.depth_unsupported})")
         return model.get_submodule(self.block_list)
@@ -272,7 +272,6 @@ class Export(nn.Module):
         self.quantiles, self.eager, self.forecast_kwargs = quantiles, eager, forecast_kwargs
 
     def forward(self, context):
-        from tsprune.hfutil import eager_attention
         with eager_attention(self.model) if self.eager else contextlib.nullcontext():
             f = self.family.forecast(self.model, context, self.horizon, **self.forecast_kwargs)
         return (f.point, f.quantiles) if self.quantiles else f.point

@@ -66,6 +66,7 @@ def _chronos():
 
 
 def _t5():
+    # lazy: transformers is heavy; it loads with the upstream model (chronos imports it too)
     from transformers.models.t5 import modeling_t5
     return modeling_t5
 
@@ -240,7 +241,7 @@ class ChronosBolt(Family):
     # ---- loading --------------------------------------------------------------------
     def build(self, config: dict) -> nn.Module:
         cb = _chronos()
-        from transformers import T5Config
+        from transformers import T5Config  # lazy: transformers is heavy (see _t5)
         if "chronos_config" not in config:
             raise UserError("config.json: a Chronos-Bolt config needs 'chronos_config'")
         return cb.ChronosBoltModelForForecasting(T5Config(**config_kwargs(config))).eval()

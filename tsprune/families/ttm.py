@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsprune.errors import UserError, bad_arg, missing_extra
+from tsprune.hfutil import from_pretrained_local
 from tsprune.prune.structure import BlockStructure, FFNGroup, ModelStructure
 
 from .base import Constant, Export, Family, Forecast
@@ -56,7 +57,7 @@ def _upstream():
     undone when the application had not configured logging itself."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    try:
+    try:  # lazy: optional dependency (granite-tsfm, tsprune[ttm])
         from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig, TinyTimeMixerForPrediction
     except ImportError as e:
         base = missing_extra("granite-tsfm (tsfm_public)", "ttm", e, module="tsfm_public")
@@ -135,7 +136,6 @@ class TTM(Family):
         return model_cls(c).eval()
 
     def load_dense(self, path, config: dict) -> nn.Module:
-        from tsprune.hfutil import from_pretrained_local
         _, model_cls = _upstream()
         model = from_pretrained_local(model_cls, path, self.name)
         _check_supported(model.config)

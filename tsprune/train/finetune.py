@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from tsprune.distributed import world
 from tsprune.errors import bad_arg
@@ -351,7 +352,6 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
     clip = cfg.grad_clip if cfg.grad_clip is not None else getattr(model.family, "grad_clip", None)
     step_module = _LossModule(model.family, module)
     if n_proc > 1:
-        from torch.nn.parallel import DistributedDataParallel
         # some heads may be unused by the loss (e.g. an unused quantile head)
         step_module = DistributedDataParallel(step_module, find_unused_parameters=True)
     budget = cfg.time_budget_s
