@@ -15,6 +15,6 @@ __all__ = ["PretrainConfig", "MODEL_PRESETS", "add_cli_arguments", "from_args", 
 
 def __getattr__(name):
     if name == "run":
-        from tsprune.pretrain.train import run
+        from tsprune.pretrain.train import run  # lazy: torch and transformers (see above)
         return run
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,11 +8,10 @@ import argparse
 import sys
 
 from tsprune.errors import exit_status
+from tsprune.pretrain import add_cli_arguments, from_args, run
 
 
 def main(argv=None) -> int:
-    from tsprune.pretrain import add_cli_arguments, from_args, run
-
     ap = argparse.ArgumentParser(prog="python -m tsprune.pretrain",
                                  description="Pretrain a TimesFM 2.5 model on tsprune's synthetic corpus.")
     ap.add_argument("--out", required=True, help="output directory (Hugging Face model dir + checkpoint/)")

@@ -24,10 +24,12 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from tsprune.errors import UserError
 from tsprune.pretrain.config import PretrainConfig
 from tsprune.pretrain.corpus import make_batch
+from tsprune.progress import progress as _progress
 
 CHECKPOINT_DIR = "checkpoint"
 POSITION_SIGMA_FLOOR = 0.1  # positions whose running std is below this (in units of the
@@ -36,6 +38,7 @@ POSITION_SIGMA_FLOOR = 0.1  # positions whose running std is below this (in unit
 
 def build_model(cfg: PretrainConfig):
     """A freshly initialised ``TimesFm2_5ModelForPrediction`` (seeded by ``cfg.seed``)."""
+    # lazy: transformers is heavy; loaded only when a model is built
     from transformers import TimesFm2_5Config, TimesFm2_5ModelForPrediction
 
     torch.manual_seed(cfg.seed)
@@ -168,8 +171,6 @@ def _worker_init(_):
 
 
 def _save_checkpoint(ckpt: Path, model, opt, step: int, cfg: PretrainConfig, stats: dict) -> None:
-    from safetensors.torch import save_file
-
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -185,8 +186,6 @@ def _save_checkpoint(ckpt: Path, model, opt, step: int, cfg: PretrainConfig, sta
 
 
 def _load_checkpoint(ckpt: Path, model, opt, cfg: PretrainConfig) -> dict:
-    from safetensors.torch import load_file
-
     state = json.loads((ckpt / "trainer_state.json").read_text())
     saved = PretrainConfig.from_dict(state["config"])
     # Execution settings may change on resume, and so may ``steps`` (to extend or
@@ -242,8 +241,6 @@ def run(cfg: PretrainConfig, out_dir, *, resume: bool = False, progress: bool = 
     )
     bar = None
     if progress:
-        from tsprune.progress import progress as _progress
-
         bar = _progress(total=cfg.steps, initial=step, unit="step", desc="pretrain", smoothing=0.05)
     model.train()
     t0 = time.perf_counter()

@@ -11,6 +11,8 @@ The model is called exactly as upstream documents forecasting::
 """
 from __future__ import annotations
 
+import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,6 @@ SEASON = {"ETTh1": 24, "ETTh2": 24, "ETTm1": 96, "ETTm2": 96}
 
 def default_data_dir() -> Path:
     """``../shared/data`` relative to the repository root (or $TSPRUNE_SHARED_DATA)."""
-    import os
-
     env = os.environ.get("TSPRUNE_SHARED_DATA")
     if env:
         return Path(env)
@@ -37,7 +37,7 @@ def ett_test_windows(name: str, data_dir, context: int = 512, horizon: int = 96,
     Row ``w*7 + c`` is window ``w`` of channel ``c``; ``stride`` > 1 subsamples windows
     (for development only: the standard protocol is stride 1).
     """
-    import pandas as pd
+    import pandas as pd  # lazy: pandas is heavy; only reading the CSV needs it
 
     df = pd.read_csv(Path(data_dir) / f"{name}.csv.gz")
     values = df.drop(columns=["date"]).to_numpy(np.float64)  # (rows, 7)
@@ -90,8 +90,7 @@ def evaluate(model, names=ETT, data_dir=None, context: int = 512, horizon: int =
 
 
 def main(argv=None):  # pragma: no cover - development helper
-    import argparse
-
+    # lazy: transformers is heavy; evaluate() takes the model from its caller
     from transformers import TimesFm2_5ModelForPrediction
 
     ap = argparse.ArgumentParser(description="zero-shot ETT evaluation of a TimesFM 2.5 directory")
