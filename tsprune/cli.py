@@ -65,7 +65,7 @@ def _add_data_args(p, *, horizon_default=96):
 
 
 def _data_config(a):
-    # lazy (here and in every command below): these pull torch, pandas or onnx, which
+    # lazy (here and in every command below): these pull torch (and pandas), which
     # `tsprune --help` must not load
     from tsprune.data import DataConfig
     from tsprune.pipeline import default_data_path
@@ -299,7 +299,7 @@ def prune_config(a):
 def frontier_config(a):
     """The FrontierConfig of `tsprune prune --frontier ...`: the prune job's settings plus
     the frontier's flags (--criterion is a list there)."""
-    from tsprune.frontier import FrontierConfig, budget_list  # lazy: the frontier job pulls torch and onnx
+    from tsprune.frontier import FrontierConfig, budget_list  # lazy: the frontier job pulls torch and pandas
     if a.budget is not None:
         raise bad_arg("--budget", a.budget, "no --budget with --frontier (the frontier's budgets are its list)")
     criteria = tuple(c.strip() for c in str(a.criterion).split(",") if c.strip())
@@ -315,7 +315,7 @@ def _recoveries(a) -> tuple[str, ...]:
 
 
 def _cmd_frontier(a) -> int:
-    from tsprune.frontier import run  # lazy: the frontier job pulls torch and onnx
+    from tsprune.frontier import run  # lazy: the frontier job pulls torch and pandas
     r = run(frontier_config(a))
     print(f"wrote {a.out}: {len(r['points'])} models; Pareto set: {', '.join(r['pareto']) or '-'}"
           + (f"; picked {r['picked']} (deploy/)" if r.get("pick") and r.get("picked") else "")
@@ -395,7 +395,7 @@ def _check_writable_file(path: str, arg: str) -> None:
 
 
 def _cmd_export(a) -> int:
-    # lazy: torch and onnx (see _data_config); tsprune.atomic only so that --help skips it
+    # lazy: torch (see _data_config); tsprune.atomic only so that --help skips it
     from tsprune.atomic import check_out
     from tsprune.export.command import run as run_export
     from tsprune.export.command import variant_config

@@ -31,6 +31,7 @@ from tsprune.errors import UserError, bad_arg
 from tsprune.evaluation import evaluate
 from tsprune.export import export_onnx
 from tsprune.export.profile import deployed_profile
+from tsprune.export.runtime import import_ort
 from tsprune.model import load, resolve
 from tsprune.phases import Phase, PhaseStore, run_job, run_phases
 from tsprune.progress import is_quiet, set_quiet
@@ -93,8 +94,7 @@ class RunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise bad_arg("--seed", self.seed, "an integer from 0 to 2**63 - 1")
         if "onnx" in self.export:
-            from tsprune.export.runtime import import_ort  # lazy: onnxruntime is optional
-            try:
+            try:  # import_ort loads onnxruntime (optional) only now
                 import_ort()
             except ImportError as e:
                 raise UserError(f"--export onnx: {e}") from None
