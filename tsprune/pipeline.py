@@ -32,6 +32,7 @@ from tsprune.evaluation import evaluate
 from tsprune.export import export_onnx
 from tsprune.export.profile import deployed_profile
 from tsprune.export.runtime import import_ort
+from tsprune.export.speed import interleaved_latency, speedups
 from tsprune.model import load, resolve
 from tsprune.phases import Phase, PhaseStore, run_job, run_phases
 from tsprune.progress import is_quiet, set_quiet
@@ -400,8 +401,6 @@ def _measured_speedup(j: Job, target: float, batch: int = 64) -> dict:
     """A speed-up budget is met or not in the deployed graph, not in FLOPs: the dense model
     is exported the same way and both graphs are timed interleaved in ONNX Runtime (one
     intra-op thread, batch 64: the frontier's protocol, tsprune.export.speed)."""
-    from tsprune.export import export_onnx  # lazy: onnx and the dynamo exporter are heavy
-    from tsprune.export.speed import interleaved_latency, speedups  # lazy: onnxruntime is optional
     dense = j.work / "checkpoints" / "dense.onnx"  # removed with checkpoints/ at the end
     dense.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(j.model, dense, context=j.cfg.data.context, horizon=j.cfg.data.horizon,

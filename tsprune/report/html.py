@@ -212,7 +212,7 @@ def prune_section(r: dict) -> str:
             from .writer import budget_line  # lazy: import cycle (writer imports this module)
             out.append(f'<p class="note">{escape(budget_line(cfg["measured"], cfg))}</p>')
         if pr.get("speedup"):
-            from .writer import speedup_line
+            from .writer import speedup_line  # lazy: import cycle (writer imports this module)
             out.append(f'<p class="note">{escape(speedup_line(pr["speedup"]))}</p>')
     out.append(_img(charts.prune_curve(hist, pr.get("best_epoch")), "pruning curve"))
     ep = [h for h in hist if "val_loss" in h and "step" not in h]
