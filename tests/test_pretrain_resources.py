@@ -54,3 +54,37 @@ def test_shipped_checkpoint_loads_offline_and_forecasts():
     truth = ctx[512:536]
     # A clean daily sine is easy: the forecast must follow it closely.
     assert torch.mean((pred[0] - truth) ** 2) < 0.3
+
+
+# ---- small (issue 19): the second bundled checkpoint ----------------------------------------
+def _small():
+    from tsprune.resources import bundled_path
+
+    d = bundled_path("small")
+    if d is None:
+        pytest.skip("tsprune/resources/small is not in this install")
+    return d
+
+
+def test_small_is_one_set_of_bf16_shards_under_16_mib():
+    d = _small()
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["model_type"] == "timesfm2_5" and cfg["hidden_size"] == 512 and cfg["num_hidden_layers"] == 8
+    shards = sorted(d.glob("model-*.safetensors"))
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == [p.name for p in shards]
+    assert all(p.stat().st_size < 16 * 2**20 for p in shards)
+    assert not (d / "model.safetensors").exists() and not (d / "checkpoint").exists()
+    assert (d / "MODEL_CARD.md").exists() and (d / "pretrain_config.json").exists()
+
+
+def test_small_loads_offline_in_float32_and_forecasts():
+    import tsprune
+
+    m = tsprune.load("small")
+    assert m.family.name == "timesfm2_5" and m.num_params() == 27_358_208
+    assert {p.dtype for p in m.module.parameters()} == {torch.float32}
+    t = torch.arange(600, dtype=torch.float32)
+    ctx = torch.sin(2 * torch.pi * t / 24) * 3 + 10
+    pred = m.forecast(ctx[None, :512], horizon=24).point
+    assert torch.mean((pred[0] - ctx[512:536]) ** 2) < 0.3

@@ -3,9 +3,9 @@
 * ``nano/``: tsprune's own TimesFM 2.5 checkpoint (``config.json``, ``model.safetensors``,
   ``MODEL_CARD.md``), loadable offline with
   ``TimesFm2_5ModelForPrediction.from_pretrained(default_model_dir())``.
-* ``small/`` (issue 19): a 20-50M-parameter checkpoint of the same format, a bundled
-  *name* before its weights are committed; :func:`available_models` lists the names
-  whose directory is present.
+* ``small/`` (issue 19): a 27.36M-parameter checkpoint of the same format (bf16 shards,
+  computed in float32; ``MODEL_CARD.md``), ``tsprune.load("small")`` / ``--model small``;
+  :func:`available_models` lists the names whose directory is present.
 * ``data/greensboro_tmy3_hourly.csv.gz``: a real hourly weather/solar dataset (see
   ``data/DATA_CARD.md``), the default ``--data`` of ``tsprune prune``.
 """
