@@ -391,9 +391,9 @@ def _export_onnx(j: Job) -> dict:
 
 def _onnx_latency(j: Job) -> dict:
     out = ort_latency(j.work / "model.onnx", context=j.cfg.data.context, batches=(1, 64), budget_s=4.0)
-    bud = j.cfg.prune.budget
-    if bud is not None and Budget.parse(bud).kind == "speedup" and j.results["export_onnx"]["model"] == "tsfm":
-        out["speedup"] = _measured_speedup(j, Budget.parse(bud).value)
+    bud = Budget.parse(j.cfg.prune.budget) if j.cfg.prune.budget is not None else None
+    if bud is not None and bud.kind == "speedup" and j.results["export_onnx"]["model"] == "tsfm":
+        out["speedup"] = _measured_speedup(j, bud.value)
     return out
 
 
