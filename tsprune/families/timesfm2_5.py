@@ -139,7 +139,11 @@ class TimesFm25(PatchedDecoderConfig, Family):
         layers and by every layer's o_proj and fc2 (each through its post-norm), read by
         q/k/v, fc1 (each through its pre-norm) and the point and quantile output blocks'
         input and residual layers; four RMSNorms per layer. The output blocks' inner width
-        (hidden_dims, also config.hidden_size) is not the residual stream and stays."""
+        (hidden_dims, also config.hidden_size) is not the residual stream and stays.
+
+        Norms: ``dense`` (RMSNorm weights times sqrt(d / d_kept)), measured better than
+        plain slicing on nano + ETTh1 at flops=0.5 before fine-tuning (bench/hidden_width.py,
+        docs/families.md)."""
         writes = ["model.input_ff_layer.output_layer", "model.input_ff_layer.residual_layer"]
         reads, norms, constants = [], [], []
         for i, layer in enumerate(model.model.layers):
@@ -159,7 +163,7 @@ class TimesFm25(PatchedDecoderConfig, Family):
             reads += [f"{head}.input_layer", f"{head}.residual_layer"]
         size = int(model.model.layers[0].input_layernorm.weight.shape[0])
         return HiddenWidth(size, tuple(writes), tuple(reads), tuple(norms), tuple(constants),
-                           norm_scale="kept")
+                           norm_scale="dense")
 
     def resize_hidden(self, model: nn.Module, width: int) -> None:
         for layer in model.model.layers:
