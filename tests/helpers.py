@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tsprune.prune.masks import MaskSet, attach
+from tsprune.prune.masks import HIDDEN, MaskSet, attach
 
 TINY_TIMESFM25 = dict(
     model_type="timesfm2_5", patch_length=32, context_length=512, horizon_length=128,
@@ -156,7 +156,8 @@ def plan_forecast(m, plan, x, horizon):
     if plan.extra:
         m = m.clone()
         m.family.apply_extra(m.module, plan.extra)
-    return masked_forecast(m, MaskSet.from_json(m.module, plan.masks), x, horizon)
+    hidden = m.family.hidden_width(m.module) if HIDDEN in plan.masks else None
+    return masked_forecast(m, MaskSet.from_json(m.module, plan.masks, hidden), x, horizon)
 
 
 def reloads_and_replays(m, plan, p, x, horizon: int, tmp_path: Path, field: str = "point"):

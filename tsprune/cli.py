@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "--frontier a comma-separated list, compared side by side")
     p.add_argument("--no-cost-aware", dest="cost_aware", action="store_false", default=True,
                    help="with --budget, rank units by importance alone (default: importance / cost)")
+    p.add_argument("--prune-hidden", dest="hidden", action="store_true", default=False,
+                   help="also prune the hidden (residual-stream) width: one mask over the model's "
+                        "d_model channels, ranked with heads, V dims and FFN neurons and sliced from "
+                        "every layer at once (TimesFM 2.5; see docs/families.md)")
     p.add_argument("--frontier", metavar="BUDGETS",
                    help="one pruned, recovered and exported model per budget (e.g. speedup=1.5,2,3,4 or "
                         "params=0.5,0.3), each measured (test MSE/MAE, ONNX Runtime latency at batch 1 and "
@@ -280,7 +284,8 @@ def prune_config(a):
                           calib_samples=_profile(a, "calib_samples"), val_samples=_profile(a, "val_samples"),
                           scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold,
                           budget=a.budget, criterion=a.criterion, cost_aware=a.cost_aware,
-                          drop_blocks=a.drop_blocks, depth_criterion=a.depth_criterion),
+                          drop_blocks=a.drop_blocks, depth_criterion=a.depth_criterion,
+                          hidden=a.hidden),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,

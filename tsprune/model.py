@@ -21,6 +21,7 @@ from tsprune.families import Family, Forecast, detect, get
 from tsprune.hfutil import config_errors
 from tsprune.prune.structure import AttentionGroup, FFNGroup
 from tsprune.prune.surgery import AttentionShape
+from tsprune.prune.width import slice_hidden
 from tsprune.resources import BUNDLED_MODELS, available_models
 from tsprune.sizecheck import check_fits
 
@@ -214,6 +215,17 @@ def _apply_manifest(family: Family, module: nn.Module, manifest: dict) -> None:
     _ = AttentionGroup  # typing only
 
 
+def _apply_hidden(family: Family, module: nn.Module, spec) -> None:
+    """Slice a freshly built ``module`` to the manifest's residual width (its first
+    ``size`` channels: the weights loaded next are the kept ones, in order)."""
+    hw = family.hidden_width(module)
+    if not isinstance(spec, dict):
+        raise UserError(f"manifest: 'hidden': got {spec!r}; expected {{\"size\": N, \"dense\": D}}")
+    size = _count("hidden size", spec.get("size"), hw.size, 1)
+    if size < hw.size:
+        slice_hidden(module, family, hw, torch.arange(size))
+
+
 def _brief(e: BaseException) -> str:
     """An exception's message on one line, at most 300 characters."""
     return " ".join(str(e).split())[:300]
@@ -271,6 +283,8 @@ def load(name_or_path: str | os.PathLike = "nano") -> TSModel:
             except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
                 raise UserError(f"manifest: 'extra' does not fit this {family.name} model "
                                 f"({type(e).__name__}: {_brief(e)})") from None
+        if manifest.get("hidden") is not None:  # the residual width, before the per-Linear shapes
+            _apply_hidden(family, module, manifest["hidden"])
         _apply_manifest(family, module, manifest)
         try:
             missing, unexpected = module.load_state_dict(state, strict=False)

@@ -236,6 +236,8 @@ def _load(j: Job) -> None:
         n = len(j.model.family.block_paths(j.model.module))
         if k >= n:
             raise bad_arg("--drop-blocks", k, f"an integer from 0 to {n - 1} (this model has {n} blocks)")
+    if j.cfg.prune.hidden:  # before any work: the family can prune its hidden width
+        j.model.family.hidden_width(j.model.module)
     j.train_h, j.train, j.val = _windows(j.cfg, j.model, j.data)
     j.val_ft = val_windows(j.data, j.val, j.cfg.data.horizon)  # fine-tuning validates at --horizon
     j.test = j.data.windows("test", stride=j.cfg.data.test_stride)  # TSLib: every window (1)

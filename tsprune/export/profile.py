@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from tsprune.prune.budget import FlopProfile, profile_forward
+from tsprune.prune.budget import FlopProfile, profile_forward, stream_linears
 
 from .adapters import export_module
 
@@ -23,7 +23,8 @@ def deployed_profile(model, context: int, horizon: int, *, graph: str = "optimiz
     graph ``graph`` of TSModel ``model`` (dense or pruned: the structure it has now)."""
     module = model.module
     structure = model.family.structure(module)
-    by_id = {id(module.get_submodule(p)): p for p in structure.linears()}
+    stream = stream_linears(model.family, module)   # the residual stream's Linears too
+    by_id = {id(module.get_submodule(p)): p for p in [*structure.linears(), *stream]}
     wrapper, _ = export_module(model, context, horizon, graph=graph)
     aliases = {}
     for sub in wrapper.modules():
@@ -38,4 +39,4 @@ def deployed_profile(model, context: int, horizon: int, *, graph: str = "optimiz
     x = (torch.sin(t / 7.0) + 0.01 * t)[None]                                  # (1, L)
     wrapper.to(dev)
     return profile_forward(module, structure, lambda: wrapper(x), aliases=aliases, context=context,
-                           horizon=horizon, source=f"{graph} graph")
+                           horizon=horizon, source=f"{graph} graph", hidden_paths=stream)

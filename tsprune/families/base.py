@@ -22,7 +22,7 @@ from torch import nn
 from tsprune.checkpoint import read_state_dict
 from tsprune.errors import UserError
 from tsprune.hfutil import eager_attention
-from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, FFNGroup, HiddenWidth, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 
@@ -178,6 +178,21 @@ class Family:
             raise UserError(f"--drop-blocks: depth pruning is not supported for {self.name} models "
                             f"({self.depth_unsupported})")
         return model.get_submodule(self.block_list)
+
+    # ---- hidden width: the residual stream's channels (tsprune.prune.width) ----------
+    # None when the family describes its residual stream (hidden_width); else why not
+    hidden_unsupported: ClassVar[str | None] = "its residual stream is not described yet"
+
+    def hidden_width(self, model: nn.Module) -> HiddenWidth:
+        """Which tensors write, read and normalise the residual stream (its current width);
+        a UserError naming the family when it cannot prune the hidden width."""
+        raise UserError(f"--prune-hidden: hidden-width pruning is not supported for {self.name} "
+                        f"models ({self.hidden_unsupported})")
+
+    def resize_hidden(self, model: nn.Module, width: int) -> None:
+        """After the residual channels were sliced to ``width``: update whatever the
+        family's modules record of the width (not the config: config.json keeps the dense
+        shapes, the manifest records the width). Default: nothing to update."""
 
     def aux_loss(self, model: nn.Module):
         """An auxiliary training loss added during fine-tuning (MoE load balancing), or None

@@ -4,10 +4,12 @@ from __future__ import annotations
 from .budget import Budget, CostModel, FlopProfile  # noqa: F401
 from .engine import PruneConfig, score  # noqa: F401
 from .depth import DROPPED, block_costs, choose_blocks, split_extra  # noqa: F401
-from .masks import MaskSet
+from .masks import HIDDEN, MaskSet
 from .plan import Plan  # noqa: F401
 from .surgery import analyze, apply_cut
 from .to_budget import score_to_budgets  # noqa: F401
+
+HIDDEN_KEY = "hidden"   # manifest key: {"size": kept residual width, "dense": the dense width}
 
 
 def apply(model, plan: Plan):
@@ -25,9 +27,14 @@ def apply(model, plan: Plan):
     if extra:
         new.family.apply_extra(new.module, extra)
     structure = new.family.structure(new.module)
-    masks = MaskSet.from_json(new.module, plan.masks)
+    hidden = new.family.hidden_width(new.module) if HIDDEN in plan.masks else None
+    masks = MaskSet.from_json(new.module, plan.masks, hidden)
     cut = analyze(structure, masks)
     apply_cut(new.module, new.family, structure, masks, cut)
+    # the residual width (config.json keeps the dense width; load() slices to this one)
+    width = (model.manifest or {}).get(HIDDEN_KEY)
+    if cut.hidden is not None:
+        width = {"size": int(cut.hidden.numel()), "dense": int((width or {}).get("dense", hidden.size))}
     new.manifest = {"attention": {o: s.to_json() for o, s in cut.attention.items()},
                     "ffn": dict(cut.ffn)}
     # the manifest's "extra" holds the family's units only (load() replays them on a model
@@ -35,6 +42,7 @@ def apply(model, plan: Plan):
     depth = {DROPPED: dropped, "blocks_dense": n_blocks} if dropped else {}
     new.manifest = new.build_manifest({"plan": {"sparsity": plan.sparsity,
                                                 "params_dense": plan.params_dense},
-                                       "extra": extra, **depth})
+                                       "extra": extra, **depth,
+                                       **({HIDDEN_KEY: width} if width else {})})
     new.module.eval()
     return new

@@ -42,9 +42,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tsprune.errors import bad_arg
 
-from .masks import MaskSet, get_module
-from .structure import AttentionGroup, FFNGroup, ModelStructure
-from .surgery import Cut, _analyze_attention, _analyze_ffn, analyze, count_params
+from .masks import HIDDEN, MaskSet, get_module
+from .structure import AttentionGroup, FFNGroup, HiddenWidth, ModelStructure
+from .surgery import Cut, _analyze_attention, _analyze_ffn, analyze, analyze_hidden, count_params
+from .width import fixed_per_channel
 
 ALLOWED = "params=F, flops=F (0<F<1, the fraction kept) or speedup=S (S>1)"
 KINDS = ("params", "flops", "speedup")
@@ -118,8 +119,12 @@ class FlopProfile:
 
 def profile_forward(module: torch.nn.Module, structure: ModelStructure, run, *,
                     aliases: dict | None = None, context: int | None = None,
-                    horizon: int | None = None, source: str = "forecast") -> FlopProfile:
+                    horizon: int | None = None, source: str = "forecast",
+                    hidden_paths: tuple[str, ...] = ()) -> FlopProfile:
     """Profile one call of ``run()`` (one deployed forecast) of the dense ``module``.
+
+    hidden_paths: Linears beside the structure's whose rows are counted too (those that
+    read or write the residual stream: ``stream_linears``).
 
     aliases: {module: [paths]} for modules that compute the product of masked Linears but
     are not those Linears (an export graph's fused copies); their inputs count for every
@@ -127,7 +132,7 @@ def profile_forward(module: torch.nn.Module, structure: ModelStructure, run, *,
     # lazy: torch.utils.flop_counter imports triton when it is installed (~0.3 s measured)
     from torch.utils.flop_counter import FlopCounterMode
 
-    shapes: dict[str, list[tuple]] = {p: [] for p in structure.linears()}
+    shapes: dict[str, list[tuple]] = {p: [] for p in [*structure.linears(), *hidden_paths]}
     targets: list[tuple[torch.nn.Module, list[str]]] = [(get_module(module, p), [p]) for p in shapes]
     targets += [(m, list(ps)) for m, ps in (aliases or {}).items()]
     handles = []
@@ -152,6 +157,15 @@ def profile_forward(module: torch.nn.Module, structure: ModelStructure, run, *,
     return FlopProfile(int(fc.get_total_flops()), tokens, attention, context, horizon, source)
 
 
+def stream_linears(family, module: torch.nn.Module) -> tuple[str, ...]:
+    """The Linears that write or read the residual stream when the family can prune the
+    hidden width (profiles count their rows, so a hidden channel's FLOPs are known); ()."""
+    if family.hidden_unsupported is not None:
+        return ()
+    hw = family.hidden_width(module)
+    return (*hw.writes, *hw.reads)
+
+
 def forecast_profile(model, context: int, horizon: int) -> FlopProfile:
     """The profile of the family's own forecast (TSModel ``model``) of one series of
     ``context`` steps, ``horizon`` steps ahead: what the family's reference graph computes."""
@@ -165,7 +179,8 @@ def forecast_profile(model, context: int, horizon: int) -> FlopProfile:
     try:
         return profile_forward(module, model.family.structure(module),
                                lambda: model.family.forecast(module, x, horizon),
-                               context=context, horizon=horizon, source="forecast")
+                               context=context, horizon=horizon, source="forecast",
+                               hidden_paths=stream_linears(model.family, module))
     finally:
         module.train(was)
 
@@ -192,8 +207,9 @@ class CostModel:
     by its kept ones."""
 
     def __init__(self, module: torch.nn.Module, structure: ModelStructure,
-                 profile: FlopProfile | None = None, reference: "Cost | None" = None):
-        self.module, self.structure, self.profile = module, structure, profile
+                 profile: FlopProfile | None = None, hidden: HiddenWidth | None = None,
+                 reference: "Cost | None" = None):
+        self.module, self.structure, self.profile, self.hidden = module, structure, profile, hidden
         self.shape = {}
         for p in structure.linears():
             lin = get_module(module, p)
@@ -226,6 +242,37 @@ class CostModel:
         # what budget fractions are fractions of: the model the user gave, which is larger
         # than ``module`` when units were removed before scoring (Time-MoE's experts)
         self.reference = reference if reference is not None else Cost(self.params_dense, self.flops_dense)
+        self._hidden_costs()
+
+    def _hidden_costs(self) -> None:
+        """Per residual channel: ``channel_fixed`` (params, FLOPs) held outside the groups
+        (the embedding's rows, the output heads' columns, norms, Constants: all linear in
+        the width) and ``channel_nominal`` (params, FLOPs), every tensor's share at the
+        dense shapes (the unit cost of a hidden channel)."""
+        self.channel_fixed = self.channel_nominal = (0.0, 0.0)
+        hw = self.hidden
+        if hw is None:
+            return
+        in_groups = {p for g in self.groups
+                     for p in ([g.q, g.k, g.v, g.o] if isinstance(g, AttentionGroup) else [*g.inputs, g.output])}
+        if self.profile is not None:
+            missing = [p for p in (*hw.writes, *hw.reads) if p not in self.profile.tokens]
+            if missing:
+                raise ValueError(f"the FLOPs profile does not count the residual stream's Linears "
+                                 f"({missing[0]}, ...): profile the model with its hidden width")
+        fixed = [float(fixed_per_channel(self.module, hw)), 0.0]
+        nominal = list(fixed)
+        for p in (*hw.writes, *hw.reads):
+            lin = get_module(self.module, p)
+            other = lin.in_features if p in hw.writes else lin.out_features
+            par = other + (1 if p in hw.writes and lin.bias is not None else 0)
+            fl = 2.0 * self._tokens(p) * other
+            nominal[0] += par
+            nominal[1] += fl
+            if p not in in_groups:
+                fixed[0] += par
+                fixed[1] += fl
+        self.channel_fixed, self.channel_nominal = tuple(fixed), tuple(nominal)
 
     # ---- what a group keeps ---------------------------------------------------------
     def _tokens(self, p: str) -> int:
@@ -245,9 +292,7 @@ class CostModel:
         params = flops = 0
         for p in dict.fromkeys(paths):
             out, inp, bias = self.shape[p]
-            r, c = cut.rows.get(p), cut.cols.get(p)
-            r = out if r is None else int(r.numel())
-            c = inp if c is None else int(c.numel())
+            r, c = cut.kept_dims(p, out, inp)
             params += r * c + (r if bias else 0)
             flops += 2 * self._tokens(p) * r * c
         if isinstance(g, AttentionGroup) and self.profile is not None and not folded:
@@ -272,6 +317,7 @@ class CostModel:
     def group_kept(self, i: int, masks_cpu: MaskSet) -> Cost:
         """Group i's kept cost under ``masks_cpu`` (a MaskSet on the CPU)."""
         g, cut = self.groups[i], Cut()
+        analyze_hidden(masks_cpu, cut)
         if isinstance(g, AttentionGroup):
             _analyze_attention(g, masks_cpu, cut)
         else:
@@ -286,6 +332,12 @@ class CostModel:
         kept = [self._kept(i, cut) for i in range(len(self.groups))]
         params = self.params_fixed + sum(c.params for c in kept)
         flops = None if self.profile is None else self.flops_fixed + sum(c.flops for c in kept)
+        if cut.hidden is not None:  # the residual channels gone, outside the groups
+            if self.hidden is None:
+                raise ValueError("masks prune the hidden width: build the CostModel with hidden=")
+            gone = self.hidden.size - int(cut.hidden.numel())
+            params -= gone * int(self.channel_fixed[0])
+            flops = None if flops is None else flops - gone * int(self.channel_fixed[1])
         return Cost(params, flops)
 
     def dense(self) -> Cost:
@@ -346,11 +398,18 @@ class CostModel:
                 v_dim += s["qk_dim"] * g.qk_head_dim / g.v_head_dim
             out[(g.v, "out")].fill_(v_dim)
             out[(g.o, "in")].fill_(v_dim / G)
+        if self.hidden is not None:
+            if kind == "flops" and self.profile is None:
+                raise ValueError("FLOP costs need a FlopProfile")
+            out[(HIDDEN, "out")] = torch.full((self.hidden.size,), self.channel_nominal[kind == "flops"],
+                                              dtype=torch.float64)
         return out
 
     def least_restore(self, kind: str) -> list[float]:
         """Per group, the least that restoring one zeroed unit adds back when it adds
         anything: one neuron, or one V (Q/K) dim of one KV group."""
+        if self.hidden is not None:  # a narrower stream makes every slice cheaper: no bound
+            return [0.0] * len(self.groups)
         return [0.0 if isinstance(g, AttentionGroup) and g.constant
                 else min(self._slice(g, kind).values()) if isinstance(g, FFNGroup) or g.qk_reducible
                 else self._slice(g, kind)["v_dim"] for g in self.groups]

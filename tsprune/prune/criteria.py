@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from tsprune.distributed import world
 
-from .masks import MaskSet, get_module
+from .masks import HIDDEN, MaskSet, get_module
 
 CRITERIA = ("taylor_fisher", "taylor", "magnitude")
 
@@ -92,6 +92,11 @@ class MagnitudeImportance:
                 w = get_module(module, p).weight.float()
                 self.imp[(p, "out")] = w.norm(dim=1)
                 self.imp[(p, "in")] = w.norm(dim=0)
+            hw = masks.hidden
+            if hw is not None:  # a residual channel: every row written and column read
+                sq = sum(get_module(module, p).weight.float().pow(2).sum(1) for p in hw.writes)
+                sq = sq + sum(get_module(module, p).weight.float().pow(2).sum(0) for p in hw.reads)
+                self.imp[(HIDDEN, "out")] = sq.sqrt()
 
     def commit(self) -> None:
         pass

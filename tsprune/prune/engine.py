@@ -28,7 +28,7 @@ from tsprune.state import load_state, save_state
 
 from .budget import Budget
 from .criteria import CRITERIA
-from .masks import MaskSet, attach
+from .masks import HIDDEN, MaskSet, attach
 from .plan import Plan
 from .surgery import analyze, count_params
 
@@ -64,6 +64,9 @@ class PruneConfig:
       measure (False: by |importance| alone).
     criterion and cost_aware are for budgets: score() without one refuses other values
     (score_to_budgets takes its budgets as an argument and uses them).
+    hidden: also prune the hidden width: one mask over the residual stream's channels,
+      scored like the others and ranked in the same pool (tsprune.prune.width); a family
+      that cannot raises a UserError when scoring starts.
     """
 
     ratio: float | None = None
@@ -84,8 +87,11 @@ class PruneConfig:
     budget: str | None = None
     criterion: str = "taylor_fisher"
     cost_aware: bool = True
+    hidden: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.hidden, bool):
+            raise bad_arg("--prune-hidden", self.hidden, "true or false")
         if self.ratio is not None and not (0.0 < self.ratio < 1.0):
             raise bad_arg("--ratio", self.ratio, "a number in (0, 1)")
         if not (0.0 < self.ema <= 1.0):
@@ -281,6 +287,9 @@ def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int,
         a, b = drop.get((q, "out")), drop.get((kk, "out"))
         if a is not None and b is not None and a.numel() == b.numel():
             drop[(q, "out")] = drop[(kk, "out")] = a | b
+    h = drop.get((HIDDEN, "out"))
+    if h is not None:
+        keep_one_channel(h, masks.m_hidden, imp.absolute((HIDDEN, "out")))
     n = 0
     for (p, s), full in drop.items():
         m = masks.get(p, s)
@@ -289,6 +298,15 @@ def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int,
             m[full.nonzero().flatten().to(m.device)] = 0.0
             n += int(full.sum())
     return n
+
+
+def keep_one_channel(drop: torch.Tensor, mask: torch.Tensor, score: torch.Tensor) -> None:
+    """The residual stream keeps at least one channel: when ``drop`` (bool, CPU) would
+    zero every channel alive in ``mask``, the alive one with the highest ``score`` stays."""
+    alive = (mask != 0).cpu()
+    if alive.any() and not (alive & ~drop).any():
+        sc = score.detach().cpu().double().masked_fill(~alive, -math.inf)
+        drop[int(torch.argmax(sc))] = False
 
 
 def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
@@ -310,6 +328,8 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
                                 log=log, checkpoint=checkpoint, profile=profile)[0]
     cfg.check_budget_options()
     family, module = model.family, model.module
+    if cfg.hidden:
+        family.hidden_width(module)  # a family that cannot says so before any work
     params_dense = count_params(module)
     # whole blocks first (tsprune.prune.depth), then family-specific units (Time-MoE:
     # experts by routing frequency on train+val); both change the model, so scoring works
@@ -326,7 +346,7 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
             model, module = probe, probe.module
             extra = {**(extra or {}), **fam_extra}
     structure = family.structure(module)
-    masks = MaskSet(module, structure.linears())
+    masks = MaskSet(module, structure.linears(), family.hidden_width(module) if cfg.hidden else None)
     coupled = coupled_qk(structure)
     ratio = cfg.ratio if cfg.ratio is not None else family.default_ratio
     max_epochs = cfg.max_epochs or family.prune_epochs

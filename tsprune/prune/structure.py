@@ -93,6 +93,34 @@ class BlockStructure:
         return [p for p in out if not (p in seen or seen.add(p))]
 
 
+@dataclass(frozen=True)
+class HiddenWidth:
+    """The residual stream's ``size`` channels (d_model): one keep-mask shared by every
+    tensor that writes or reads them, so a channel is removed everywhere at once.
+
+    writes: Linears whose output rows are residual channels (the input embedding, every
+      block's O and FFN output projections); the shared mask gates their outputs while
+      scoring, and their rows (and biases) are sliced.
+    reads: Linears whose input columns are residual channels (Q, K, V, FFN inputs, the
+      output heads); their columns are sliced.
+    norms: normalisation modules over the residual channels (RMSNorm or LayerNorm: weight
+      and bias sliced, statistics over the kept channels).
+    constants: tsprune Constant modules whose output is a residual vector (attention or FFN
+      collapsed by surgery): their width and bias are sliced.
+    norm_scale: what a norm does with fewer channels, the family's choice (docs/families.md):
+      "kept" -- plain slicing: statistics over the kept channels, weights unchanged;
+      "dense" -- weights times sqrt(size / kept), so the sliced RMSNorm computes what the
+      dense-width norm computed with the pruned channels at zero (the masked model).
+    """
+
+    size: int
+    writes: tuple[str, ...]
+    reads: tuple[str, ...]
+    norms: tuple[str, ...]
+    constants: tuple[str, ...] = ()
+    norm_scale: str = "kept"
+
+
 @dataclass
 class ModelStructure:
     blocks: list[BlockStructure] = field(default_factory=list)

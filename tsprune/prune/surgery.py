@@ -13,8 +13,6 @@ both K dims are zero). The packed model therefore equals the masked model up to 
 """
 from __future__ import annotations
 
-import warnings
-
 import math
 from dataclasses import dataclass, field
 
@@ -23,8 +21,10 @@ from torch import nn
 
 from tsprune import ops  # the one place that chooses a kernel backend
 
+from .linear import new_linear
 from .masks import MaskSet, fold, get_module
-from .structure import AttentionGroup, FFNGroup, ModelStructure
+from .structure import AttentionGroup, FFNGroup, HiddenWidth, ModelStructure
+from .width import fixed_per_channel, slice_hidden
 
 
 @dataclass
@@ -65,11 +65,25 @@ class Cut:
     q_scale: dict[str, float] = field(default_factory=dict)   # q path -> W_Q rescale
     attention: dict[str, AttentionShape] = field(default_factory=dict)  # owner -> shape
     ffn: dict[str, int] = field(default_factory=dict)          # owner -> width
+    # the residual stream (MaskSet.hidden): its kept channels (None: all), and which Linears
+    # write (rows) and read (columns) it
+    hidden: torch.Tensor | None = None
+    hidden_width: HiddenWidth | None = None
 
     def kept_shape(self, path: str, lin: nn.Linear) -> tuple[int, int]:
+        return self.kept_dims(path, lin.out_features, lin.in_features)
+
+    def kept_dims(self, path: str, out: int, inp: int) -> tuple[int, int]:
+        """(rows, cols) that Linear ``path`` of dense shape (out, inp) keeps."""
         r, c = self.rows.get(path), self.cols.get(path)
-        return (lin.out_features if r is None else int(r.numel()),
-                lin.in_features if c is None else int(c.numel()))
+        r = out if r is None else int(r.numel())
+        c = inp if c is None else int(c.numel())
+        if self.hidden is not None:
+            if path in self.hidden_width.writes:
+                r = int(self.hidden.numel())
+            if path in self.hidden_width.reads:
+                c = int(self.hidden.numel())
+        return r, c
 
 
 def _first_k_true(mask_rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -164,6 +178,15 @@ def _analyze_ffn(g: FFNGroup, masks: MaskSet, cut: Cut) -> None:
     cut.ffn[g.owner] = int(keep.numel())
 
 
+def analyze_hidden(masks: MaskSet, cut: Cut) -> None:
+    """The residual channels ``masks`` keeps (none pruned, or no hidden mask: cut.hidden None)."""
+    if masks.m_hidden is None:
+        return
+    keep = torch.nonzero(masks.m_hidden.cpu() != 0).flatten()
+    if keep.numel() < masks.m_hidden.numel():
+        cut.hidden, cut.hidden_width = keep, masks.hidden
+
+
 def analyze(structure: ModelStructure, masks: MaskSet) -> Cut:
     """Decide what survives, from the masks alone (no model change)."""
     cut = Cut()
@@ -171,6 +194,7 @@ def analyze(structure: ModelStructure, masks: MaskSet) -> Cut:
     for d in (cpu.m_in, cpu.m_out):
         for k in d:
             d[k] = d[k].cpu()
+    analyze_hidden(cpu, cut)
     for block in structure.blocks:
         for a in block.attention:
             _analyze_attention(a, cpu, cut)
@@ -185,6 +209,10 @@ def count_params(model: nn.Module, cut: Cut | None = None) -> int:
     if cut is None:
         return total
     paths = set(cut.rows) | set(cut.cols)
+    if cut.hidden is not None:
+        hw = cut.hidden_width
+        paths |= set(hw.writes) | set(hw.reads)
+        total -= (hw.size - int(cut.hidden.numel())) * fixed_per_channel(model, hw)
     for p in paths:
         lin = get_module(model, p)
         r, c = cut.kept_shape(p, lin)
@@ -205,15 +233,7 @@ def _replace_linear(model: nn.Module, path: str, rows, cols, scale: float | None
     if scale is not None:  # the Q projection as a whole: q' = scale * (W x + b)
         w = w * scale
         b = b * scale if b is not None else None
-    with warnings.catch_warnings():  # a fully pruned Linear has zero elements: nothing to init
-        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device="meta",
-                        dtype=w.dtype).to_empty(device=w.device)
-    with torch.no_grad():
-        new.weight.copy_(w)
-        if b is not None:
-            new.bias.copy_(b)
-    new.weight.requires_grad_(lin.weight.requires_grad)
+    new = new_linear(lin, w, b)
     # the original input columns kept (None = all), for a family whose module gathers the
     # sliced Linear's inputs (resize hooks read it; not saved)
     new.tsprune_kept_cols = cols
@@ -234,3 +254,5 @@ def apply_cut(model: nn.Module, family, structure: ModelStructure, masks: MaskSe
             family.resize_attention(model, a, cut.attention[a.owner])
         for f in block.ffn:
             family.resize_ffn(model, f, cut.ffn[f.owner])
+    if cut.hidden is not None:  # the residual width last, on the channel-cut model
+        slice_hidden(model, family, family.hidden_width(model), cut.hidden)

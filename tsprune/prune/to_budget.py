@@ -46,7 +46,7 @@ from .budget import Budget, Cost, CostModel, FlopProfile, forecast_profile
 from .criteria import MagnitudeImportance, TaylorImportance
 from .engine import (Importance, _load_masks, _masks_state, coupled_qk, masked_loss, resumed_state,
                      score_minibatch, scoring_windows)
-from .masks import MaskSet
+from .masks import HIDDEN, MaskSet
 from .plan import Plan
 from .surgery import count_params
 
@@ -68,6 +68,12 @@ class _Pool:
                 continue
             score = imp.absolute((p, s)).detach().cpu().double()[alive]
             cost = unit[(p, s)][alive]
+            if p == HIDDEN:  # the residual stream keeps its best channel
+                best = int(torch.argmax(score))
+                rest = torch.arange(alive.numel()) != best
+                alive, score, cost = alive[rest], score[rest], cost[rest]
+                if not alive.numel():
+                    continue
             if (p, s) in coupled:  # one unit of Q and K output dims (engine.coupled_qk)
                 kk = coupled[(p, s)]
                 score = torch.maximum(score, imp.absolute(kk).detach().cpu().double()[alive])
@@ -139,6 +145,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
         raise bad_arg("--budget", ",".join(map(str, budgets)), "budgets of one measure (params, or flops/speedup)")
     kind = kinds.pop()
     family, module = model.family, model.module
+    if cfg.hidden:
+        family.hidden_width(module)  # a family that cannot says so before any work
     given, extra = model, None
     if family.pre_prunes:
         probe = model.clone()
@@ -146,7 +154,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
         if extra:
             model, module = probe, probe.module
     structure = family.structure(module)
-    masks = MaskSet(module, structure.linears())
+    hidden = family.hidden_width(module) if cfg.hidden else None
+    masks = MaskSet(module, structure.linears(), hidden)
     coupled = {(q, "out"): (k, "out") for q, k in coupled_qk(structure)}
     train, val, macro, steps = scoring_windows(train, val, cfg)
     n = len(train)
@@ -166,7 +175,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     # profiled anew and the given model is only the reference
     reference = Cost(count_params(given.module), profile_of(given).total) if extra else None
     profile = profile_of(model)
-    costs = CostModel(module, structure, profile, reference=reference)
+    costs = CostModel(module, structure, profile, hidden, reference=reference)
     dense = costs.dense().get(kind)
     unit = costs.unit_costs(kind)
     least = costs.least_restore(kind)
@@ -174,6 +183,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     floor_masks = masks.clone()
     for _, _, m in floor_masks.units():
         m.zero_()
+    if hidden is not None:  # one residual channel always stays
+        floor_masks.m_hidden[0] = 1.0
     floor = costs.measure(floor_masks).get(kind)
     tight = budgets[targets[-1]]
     if floor > math.floor(tight.fraction * dense):
@@ -241,11 +252,13 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
         for d in (cpu.m_in, cpu.m_out):
             for k in d:
                 d[k] = d[k].cpu()
+        if cpu.m_hidden is not None:
+            cpu.m_hidden = cpu.m_hidden.cpu()
         gap = target - measured(masks)
         kept = [costs.group_kept(i, cpu).get(kind) for i in range(len(costs.groups))]
         cand_key, cand = [], []
         for p, s, m in cpu.units():
-            g = costs.group_of.get((p, s))
+            g = -1 if p == HIDDEN else costs.group_of.get((p, s))   # -1: a residual channel
             if g is None or (p, s) in pool.coupled.values():
                 continue
             gone = torch.nonzero((m == 0) & (base.get(p, s).cpu() != 0)).flatten()
@@ -263,15 +276,23 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
             changed = False
             for j in order:
                 p, s, i, g = cand[j]
-                if least[g] > gap or cpu.get(p, s)[i] != 0:
+                if (g >= 0 and least[g] > gap) or cpu.get(p, s)[i] != 0:
                     continue
                 keys = [(p, s)] + ([pool.coupled[(p, s)]] if (p, s) in pool.coupled else [])
                 for k in keys:
                     cpu.get(*k)[i] = 1.0
-                new = costs.group_kept(g, cpu).get(kind)
-                delta = new - kept[g]
+                if g < 0:  # a residual channel widens every group: measure the whole model
+                    new = measured(cpu)
+                    delta = new - (target - gap)
+                else:
+                    new = costs.group_kept(g, cpu).get(kind)
+                    delta = new - kept[g]
                 if 0 < delta <= gap:
-                    kept[g], gap, back, changed = new, gap - delta, back + 1, True
+                    gap, back, changed = gap - delta, back + 1, True
+                    if g < 0:
+                        kept = [costs.group_kept(i, cpu).get(kind) for i in range(len(costs.groups))]
+                    else:
+                        kept[g] = new
                 else:
                     for k in keys:
                         cpu.get(*k)[i] = 0.0
