@@ -46,12 +46,16 @@ IDS = ["time_moe", "moirai", "chronos_bolt", "ttm"]
 
 
 def _scored(m, plan):
-    """The model the budget pruned: m with the plan's family units (experts) removed."""
-    _, extra = split_extra(plan.extra)
-    if not extra:
+    """The model the budget pruned: m with the plan's blocks and family units (experts)
+    removed, in apply's order."""
+    dropped, extra = split_extra(plan.extra)
+    if not (dropped or extra):
         return m
     s = m.clone()
-    s.family.apply_extra(s.module, extra)
+    if dropped:
+        s.family.drop_blocks(s.module, dropped)
+    if extra:
+        s.family.apply_extra(s.module, extra)
     return s
 
 
@@ -74,6 +78,42 @@ def test_budgets_met_exactly_against_the_given_model(build, tmp_path):
         s = _scored(m, plan)
         costs = CostModel(s.module, s.family.structure(s.module), forecast_profile(s, c, t), reference=dense)
         assert_exact(m, plan, costs, kind, frac, sample=150)
+    x = train.gather(torch.arange(3))[0]
+    reloads_and_replays(m, plan, p, x, t, tmp_path)
+    exports_to_onnx(p, tmp_path / "m.onnx", context=c, horizon=t, outputs=outputs)
+
+
+def _timer_xl():
+    from test_budget import _timer_xl as build
+    m, train, val = build()
+    return m, train, val, ("point",)
+
+
+@pytest.mark.parametrize("build", [_timer_xl, _time_moe], ids=["timer_xl", "time_moe"])
+def test_depth_and_width_under_one_budget(build, tmp_path):
+    """--drop-blocks K with --budget: K blocks go first (chosen on validation), then channels
+    until the budget of the model the user gave is met; the dropped blocks' parameters and
+    FLOPs count towards it (Time-MoE: its rarely routed experts go too)."""
+    m, train, val, outputs = build()
+    c, t = (int(x.shape[1]) for x in train.gather(torch.arange(1)))
+    dense = Cost(m.num_params(), forecast_profile(m, c, t).total)
+    full = CostModel(m.module, m.family.structure(m.module), forecast_profile(m, c, t))
+    n_blocks = len(m.family.block_paths(m.module))
+    for kind in ("params", "flops"):
+        frac = _target(full, kind, 0.4)
+        plan = score(m, train, val, PruneConfig(budget=f"{kind}={frac}", drop_blocks=1, **FAST),
+                     show_progress=False)
+        dropped, _ = split_extra(plan.extra)
+        assert len(dropped) == 1
+        p = apply(m, plan)
+        assert len(p.family.block_paths(p.module)) == n_blocks - 1
+        meas = plan.config["measured"]
+        assert meas["params"] == p.num_params() and meas["params_dense"] == dense.params
+        assert meas["flops"] == forecast_profile(p, c, t).total and meas["flops_dense"] == dense.flops
+        assert meas[kind] <= math.floor(frac * dense.get(kind))
+        s = _scored(m, plan)
+        costs = CostModel(s.module, s.family.structure(s.module), forecast_profile(s, c, t), reference=dense)
+        assert_exact(m, plan, costs, kind, frac, sample=100)
     x = train.gather(torch.arange(3))[0]
     reloads_and_replays(m, plan, p, x, t, tmp_path)
     exports_to_onnx(p, tmp_path / "m.onnx", context=c, horizon=t, outputs=outputs)

@@ -171,8 +171,6 @@ def test_bad_indices_and_counts():
             PruneConfig(drop_blocks=bad)
     with pytest.raises(UserError, match="--depth-criterion"):
         PruneConfig(depth_criterion="magic")
-    with pytest.raises(UserError, match="--drop-blocks: got 1; expected 0 with --budget"):
-        PruneConfig(drop_blocks=1, budget="params=0.5")
 
 
 def test_unsupported_family_is_a_clear_error():

@@ -219,7 +219,7 @@ def _calibrate(criterion: str):
 
 def _paper_plan(j: FrontierJob) -> dict:
     """The paper's own plan: the validation-stopped schedule, no budget (METHOD.md s.3)."""
-    plan = score(j.model, j.train, j.val, dataclasses.replace(j.cfg.prune, budget=None),
+    plan = score(j.model, j.train, j.val, dataclasses.replace(j.cfg.prune, budget=None, drop_blocks=0),
                  show_progress=j.show, log=j.phase_log("plans_paper"),
                  checkpoint=j.checkpoint("plans_paper"))
     (j.work / "plans").mkdir(exist_ok=True)

@@ -119,9 +119,6 @@ class PruneConfig:
             object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
         if self.criterion not in CRITERIA:
             raise bad_arg("--criterion", self.criterion, ", ".join(CRITERIA))
-        if self.drop_blocks and self.budget is not None:  # a budget does not count blocks yet
-            raise bad_arg("--drop-blocks", self.drop_blocks, "0 with --budget (depth pruning runs on "
-                          "the validation-stopped schedule only)")
 
     def check_budget_options(self) -> None:
         """criterion and cost_aware rank units under a budget only (score_to_budgets takes
@@ -300,6 +297,24 @@ def _prune_step(masks: MaskSet, imp: Importance, ratio: float, steps: int,
     return n
 
 
+def pre_prune(model, train, val, cfg: PruneConfig, log=None):
+    """What goes before channel scoring, in order: whole blocks (cfg.drop_blocks, chosen on
+    validation: tsprune.prune.depth), then the family's own units (Time-MoE: experts by
+    routing frequency on train+val). Both change the model, so they work on a copy; returns
+    (the model to score, the plan's ``extra`` recording them, or None when neither ran).
+    Unit paths in the plan then refer to the shallower model."""
+    extra = None
+    if cfg.drop_blocks:
+        from .depth import drop_for_scoring  # lazy: import cycle (depth imports this module)
+        model, extra = drop_for_scoring(model, val, cfg, log=log)
+    if model.family.pre_prunes:
+        probe = model if extra else model.clone()
+        fam_extra = model.family.pre_prune(probe.module, [train, val], cfg)
+        if fam_extra:
+            model, extra = probe, {**(extra or {}), **fam_extra}
+    return model, extra
+
+
 def keep_one_channel(drop: torch.Tensor, mask: torch.Tensor, score: torch.Tensor) -> None:
     """The residual stream keeps at least one channel: when ``drop`` (bool, CPU) would
     zero every channel alive in ``mask``, the alive one with the highest ``score`` stays."""
@@ -331,20 +346,8 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
     if cfg.hidden:
         family.hidden_width(module)  # a family that cannot says so before any work
     params_dense = count_params(module)
-    # whole blocks first (tsprune.prune.depth), then family-specific units (Time-MoE:
-    # experts by routing frequency on train+val); both change the model, so scoring works
-    # on a copy and the plan records them (their indices and paths: the shallower model's)
-    extra = None
-    if cfg.drop_blocks:
-        from .depth import drop_for_scoring  # lazy: import cycle (depth imports this module)
-        model, extra = drop_for_scoring(model, val, cfg, log=log)
-        module = model.module
-    if family.pre_prunes:
-        probe = model if extra else model.clone()
-        fam_extra = family.pre_prune(probe.module, [train, val], cfg)
-        if fam_extra:
-            model, module = probe, probe.module
-            extra = {**(extra or {}), **fam_extra}
+    model, extra = pre_prune(model, train, val, cfg, log=log)
+    module = model.module
     structure = family.structure(module)
     masks = MaskSet(module, structure.linears(), family.hidden_width(module) if cfg.hidden else None)
     coupled = coupled_qk(structure)

@@ -44,7 +44,7 @@ from tsprune.state import save_state
 
 from .budget import Budget, Cost, CostModel, FlopProfile, forecast_profile
 from .criteria import MagnitudeImportance, TaylorImportance
-from .engine import (Importance, _load_masks, _masks_state, coupled_qk, masked_loss, resumed_state,
+from .engine import (Importance, _load_masks, _masks_state, coupled_qk, masked_loss, pre_prune, resumed_state,
                      score_minibatch, scoring_windows)
 from .masks import HIDDEN, MaskSet
 from .plan import Plan
@@ -147,12 +147,9 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     family, module = model.family, model.module
     if cfg.hidden:
         family.hidden_width(module)  # a family that cannot says so before any work
-    given, extra = model, None
-    if family.pre_prunes:
-        probe = model.clone()
-        extra = family.pre_prune(probe.module, [train, val], cfg)
-        if extra:
-            model, module = probe, probe.module
+    given = model
+    model, extra = pre_prune(model, train, val, cfg, log=log)
+    module = model.module
     structure = family.structure(module)
     hidden = family.hidden_width(module) if cfg.hidden else None
     masks = MaskSet(module, structure.linears(), hidden)
@@ -171,7 +168,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
         return asked if asked is not None and m is given else forecast_profile(m, c, t)
 
     # budgets are fractions of the model the caller gave; when units went before scoring
-    # (Time-MoE's experts), the scored model is smaller and its routing changed, so it is
+    # (whole blocks, Time-MoE's experts), the scored model is smaller and its routing changed, so it is
     # profiled anew and the given model is only the reference
     reference = Cost(count_params(given.module), profile_of(given).total) if extra else None
     profile = profile_of(model)
