@@ -80,8 +80,9 @@ def _target(costs, kind: str, share: float) -> float:
 
 def assert_exact(m, plan, costs, kind: str, frac: float, sample: int | None = None):
     """The plan meets the budget, and giving back any one zeroed unit that adds a cost back
-    exceeds it (checked on every zeroed unit, or on ``sample`` of them)."""
-    masks = MaskSet.from_json(m.module, plan.masks)
+    exceeds it (checked on every zeroed unit, or on ``sample`` of them). ``costs`` is the
+    CostModel of the model that was scored (m with the plan's extra units applied)."""
+    masks = MaskSet.from_json(costs.module, plan.masks)
     target = int(frac * costs.dense().get(kind))
     now = costs.measure(masks)
     assert now.get(kind) <= target

@@ -13,6 +13,7 @@ teacher term (tsprune.train.distill).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata as md
 import logging
 import platform
@@ -276,8 +277,9 @@ def _score(j: Job) -> dict:
         j.plan, search_json = res.plan, res.to_json()
     else:
         profile = None
-        if cfg.prune.budget is not None:  # FLOPs of the graph --export onnx writes
-            profile = deployed_profile(j.model, cfg.data.context, cfg.data.horizon)
+        if cfg.prune.budget is not None:  # FLOPs of the graph --export onnx writes (of the
+            # model that is scored: the family may remove units first)
+            profile = functools.partial(deployed_profile, context=cfg.data.context, horizon=cfg.data.horizon)
         j.plan = score(j.model, j.train, j.val, cfg.prune, show_progress=j.show,
                        log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile)
     if not j.worker:

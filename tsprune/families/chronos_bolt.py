@@ -153,8 +153,10 @@ class PrunedT5Attention(nn.Module):
             position_bias = self.stack_bias(t, s, hidden_states.device)
         if self.mode == "const":
             shape = (b, t, self.d_model)
+            # clone: an expanded view of a Parameter is a leaf that requires grad even under
+            # no_grad, which torch's module tracker (FlopCounterMode) cannot hook
             out = hidden_states.new_zeros(shape) if self.value is None else \
-                self.value.to(hidden_states.dtype).expand(shape)
+                self.value.to(hidden_states.dtype).expand(shape).clone()
             return out, position_bias, None
         if self.mode == "single":
             return self.o(self.v(hidden_states)), position_bias, None
@@ -275,7 +277,9 @@ class ChronosBolt(Family):
             h, dqk, dv, red = att.n_heads, att.key_value_proj_dim, att.key_value_proj_dim, True
         return AttentionGroup(owner=path, q=f"{path}.q", k=f"{path}.k", v=f"{path}.v", o=f"{path}.o",
                               num_heads=h, num_kv_heads=h, qk_head_dim=dqk, v_head_dim=dv,
-                              qk_reducible=red, rope=False)
+                              qk_reducible=red, rope=False,  # resize_attention folds these two:
+                              constant=path == "decoder.block.0.layer.0.SelfAttention",
+                              single_query=path.startswith("decoder.") and path.endswith(".SelfAttention"))
 
     def structure(self, model: nn.Module) -> ModelStructure:
         blocks, index = [], 0

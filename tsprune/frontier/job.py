@@ -20,6 +20,7 @@ are met exactly by the engine and need no calibration.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import time
@@ -170,7 +171,8 @@ def _plans(criterion: str):
         plans = score_to_budgets(j.model, j.train, j.val, cfg, cands, show_progress=j.show,
                                  log=j.phase_log(f"plans_{criterion}"),
                                  checkpoint=j.checkpoint(f"plans_{criterion}"),
-                                 profile=deployed_profile(j.model, j.context, j.cfg.data.horizon))
+                                 profile=functools.partial(deployed_profile, context=j.context,
+                                                           horizon=j.cfg.data.horizon))
         d = j.work / "plans" / criterion
         d.mkdir(parents=True, exist_ok=True)
         out = {}

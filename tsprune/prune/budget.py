@@ -25,7 +25,9 @@ Costs follow what surgery removes (tsprune.prune.surgery), never a naive per-Lin
   * Q/K dim i (qk_reducible groups): G rows of Q, a row of K, 2 x T_q x T_k score FLOPs per
     query head; a K unit costs that slice, a Q unit 1/G of it;
   * every other unit (residual-stream channels: inputs of Q/K/V/FFN, outputs of O and of
-    the FFN, masked-only Linears) removes nothing: cost 0.
+    the FFN, masked-only Linears, any unit of a ``constant`` attention, which surgery folds
+    into one vector whatever the masks, and the Q/K units of a ``single_query`` one, which
+    surgery removes whatever the masks) removes nothing: cost 0.
 Surgery reduces V (and Q/K) dims uniformly over the heads of a group, so zeroing a V unit
 saves its nominal cost only once every kept head has lost a dim: nominal costs rank units,
 ``CostModel.measure`` (from ``analyze``) is the truth the budget is met against.
@@ -205,7 +207,8 @@ class CostModel:
     by its kept ones."""
 
     def __init__(self, module: torch.nn.Module, structure: ModelStructure,
-                 profile: FlopProfile | None = None, hidden: HiddenWidth | None = None):
+                 profile: FlopProfile | None = None, hidden: HiddenWidth | None = None,
+                 reference: "Cost | None" = None):
         self.module, self.structure, self.profile, self.hidden = module, structure, profile, hidden
         self.shape = {}
         for p in structure.linears():
@@ -236,6 +239,9 @@ class CostModel:
         self.params_fixed = self.params_dense - sum(c.params for c in dense)
         self.flops_dense = profile.total if profile is not None else None
         self.flops_fixed = (self.flops_dense - sum(c.flops for c in dense)) if profile is not None else None
+        # what budget fractions are fractions of: the model the user gave, which is larger
+        # than ``module`` when units were removed before scoring (Time-MoE's experts)
+        self.reference = reference if reference is not None else Cost(self.params_dense, self.flops_dense)
         self._hidden_costs()
 
     def _hidden_costs(self) -> None:
@@ -278,14 +284,19 @@ class CostModel:
         owner's other parameters unless the group is dead) as ``cut`` keeps them (paths
         absent from the cut: dense)."""
         g = self.groups[i]
-        paths = [g.q, g.k, g.v, g.o] if isinstance(g, AttentionGroup) else [*g.inputs, g.output]
+        if isinstance(g, AttentionGroup) and g.constant and g.owner in cut.attention:
+            # after surgery (any masks): one vector of the model width, no product
+            return Cost(self.shape[g.o][0], 0 if self.profile is not None else None)
+        folded = isinstance(g, AttentionGroup) and g.single_query and g.owner in cut.attention
+        paths = ([g.v, g.o] if folded else [g.q, g.k, g.v, g.o]) if isinstance(g, AttentionGroup) \
+            else [*g.inputs, g.output]
         params = flops = 0
         for p in dict.fromkeys(paths):
             out, inp, bias = self.shape[p]
             r, c = cut.kept_dims(p, out, inp)
             params += r * c + (r if bias else 0)
             flops += 2 * self._tokens(p) * r * c
-        if isinstance(g, AttentionGroup) and self.profile is not None:
+        if isinstance(g, AttentionGroup) and self.profile is not None and not folded:
             s = cut.attention.get(g.owner)
             h, dqk, dv = ((g.num_heads, g.qk_head_dim, g.v_head_dim) if s is None
                           else (s.num_heads, s.qk_head_dim, s.v_head_dim))
@@ -331,11 +342,13 @@ class CostModel:
         return Cost(params, flops)
 
     def dense(self) -> Cost:
-        return Cost(self.params_dense, self.flops_dense)
+        """The cost budgets are fractions of (``reference``; by default ``module``'s)."""
+        return self.reference
 
     def fraction(self, cost: Cost) -> dict:
-        return {"params": cost.params / self.params_dense,
-                "flops": None if cost.flops is None else cost.flops / self.flops_dense}
+        ref = self.reference
+        return {"params": cost.params / ref.params,
+                "flops": None if cost.flops is None or ref.flops is None else cost.flops / ref.flops}
 
     # ---- nominal unit costs -----------------------------------------------------------
     def _slice(self, g, kind: str) -> dict[str, float]:
@@ -357,6 +370,8 @@ class CostModel:
         if isinstance(g, FFNGroup):
             return {"neuron": sum(row(p) for p in g.inputs) + col(g.output)}
         G = g.group_size
+        if g.single_query:  # Q, K and the attention products go whatever the masks
+            return {"v_dim": row(g.v) + G * col(g.o), "qk_dim": 0.0}
         att = 2.0 * self.profile.attention.get(g.owner, 0) * G if flops else 0.0
         return {"v_dim": row(g.v) + G * col(g.o) + att, "qk_dim": G * row(g.q) + row(g.k) + att}
 
@@ -368,6 +383,8 @@ class CostModel:
             out[(p, "in")] = torch.zeros(i, dtype=torch.float64)
             out[(p, "out")] = torch.zeros(o, dtype=torch.float64)
         for g in self.groups:
+            if isinstance(g, AttentionGroup) and g.constant:
+                continue  # its units remove nothing more: the group folds whatever they are
             s = self._slice(g, kind)
             if isinstance(g, FFNGroup):
                 for p in g.inputs:
@@ -394,5 +411,6 @@ class CostModel:
         anything: one neuron, or one V (Q/K) dim of one KV group."""
         if self.hidden is not None:  # a narrower stream makes every slice cheaper: no bound
             return [0.0] * len(self.groups)
-        return [min(self._slice(g, kind).values()) if isinstance(g, FFNGroup) or g.qk_reducible
+        return [0.0 if isinstance(g, AttentionGroup) and g.constant
+                else min(self._slice(g, kind).values()) if isinstance(g, FFNGroup) or g.qk_reducible
                 else self._slice(g, kind)["v_dim"] for g in self.groups]

@@ -22,6 +22,12 @@ class AttentionGroup:
       act over the head dim, as in TimesFM 2.5 and Moirai).
     rope: Q/K dims i and i + d/2 are rotated together and removed together.
     owner: path of the attention module, handed back to the family to update its shapes.
+    constant: surgery always replaces this attention by one learned vector of the model
+      width, whatever the masks (Chronos-Bolt's decoder layer 0 self-attention, whose input
+      is always the start token): its Linears and the owner's other parameters all go.
+    single_query: one query over one key, so the softmax is 1 and the output is o(v(x)):
+      surgery always removes Q and K and computes no attention product (Chronos-Bolt's
+      other decoder self-attentions).
     """
 
     owner: str
@@ -35,6 +41,8 @@ class AttentionGroup:
     v_head_dim: int
     qk_reducible: bool = False
     rope: bool = False
+    constant: bool = False
+    single_query: bool = False
 
     @property
     def group_size(self) -> int:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict
+from typing import Callable
 
 import torch
 
@@ -41,12 +42,13 @@ from tsprune.errors import bad_arg
 from tsprune.progress import progress
 from tsprune.state import save_state
 
-from .budget import Budget, CostModel, FlopProfile, forecast_profile
+from .budget import Budget, Cost, CostModel, FlopProfile, forecast_profile
 from .criteria import MagnitudeImportance, TaylorImportance
 from .engine import (Importance, _load_masks, _masks_state, coupled_qk, masked_loss, resumed_state,
                      score_minibatch, scoring_windows)
 from .masks import HIDDEN, MaskSet
 from .plan import Plan
+from .surgery import count_params
 
 
 class _Pool:
@@ -122,15 +124,19 @@ def _importance(cfg, masks: MaskSet, module):
 
 
 def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = True, log=None,
-                     checkpoint=None, profile: FlopProfile | None = None) -> list[Plan]:
+                     checkpoint=None, profile: "FlopProfile | Callable[..., FlopProfile] | None" = None) -> list[Plan]:
     """Prune ``model`` progressively down to each of ``budgets`` (Budget or "params=0.4"
     strings, all of one measure) in one scoring run; returns one Plan per budget, in the
     order given. ``cfg`` is a PruneConfig (its budget field is ignored here).
 
     profile: the FLOPs profile of the deployed forecast (tsprune.export.profile for an
-    exported graph); default: the family's own forecast at the training windows' context
-    and horizon. checkpoint: a directory; the state is saved after every step and an
-    interrupted run continues from its last step."""
+    exported graph), or a function of a TSModel returning it (needed to profile the model
+    the family's pre-pruning leaves, e.g. Time-MoE without its rarely routed experts; a
+    plain profile is then the given model's and the smaller one gets the family's forecast
+    profile); default: the family's own forecast at the training windows' context and
+    horizon. Budget fractions are always fractions of the model given.
+    checkpoint: a directory; the state is saved after every step and an interrupted run
+    continues from its last step."""
     budgets = [Budget.parse(b) for b in budgets]
     if not budgets:
         raise ValueError("score_to_budgets: no budget given")
@@ -141,7 +147,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     family, module = model.family, model.module
     if cfg.hidden:
         family.hidden_width(module)  # a family that cannot says so before any work
-    extra = None
+    given, extra = model, None
     if family.pre_prunes:
         probe = model.clone()
         extra = family.pre_prune(probe.module, [train, val], cfg)
@@ -155,10 +161,21 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     n = len(train)
     epochs = cfg.max_epochs or 1
     planned = epochs * steps
-    if profile is None:
-        c, t = train.gather(torch.arange(1))
-        profile = forecast_profile(model, int(c.shape[1]), int(t.shape[1]))
-    costs = CostModel(module, structure, profile, hidden)
+    c, t = (int(x.shape[1]) for x in train.gather(torch.arange(1)))
+
+    asked = profile
+
+    def profile_of(m) -> FlopProfile:
+        if callable(asked):
+            return asked(m)
+        return asked if asked is not None and m is given else forecast_profile(m, c, t)
+
+    # budgets are fractions of the model the caller gave; when units went before scoring
+    # (Time-MoE's experts), the scored model is smaller and its routing changed, so it is
+    # profiled anew and the given model is only the reference
+    reference = Cost(count_params(given.module), profile_of(given).total) if extra else None
+    profile = profile_of(model)
+    costs = CostModel(module, structure, profile, hidden, reference=reference)
     dense = costs.dense().get(kind)
     unit = costs.unit_costs(kind)
     least = costs.least_restore(kind)
@@ -220,8 +237,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
         frac = costs.fraction(m)
         v = masked_loss(model, masks, val)
         info = {"budget": str(b), "measure": kind, "target": b.fraction, "kept_params": frac["params"],
-                "kept_flops": frac["flops"], "params": m.params, "params_dense": costs.params_dense,
-                "flops": m.flops, "flops_dense": costs.flops_dense, "val_loss": v,
+                "kept_flops": frac["flops"], "params": m.params, "params_dense": costs.dense().params,
+                "flops": m.flops, "flops_dense": costs.dense().flops, "val_loss": v,
                 "epoch": epoch + 1, "step": global_step + 1,
                 "profile": {"source": profile.source, "context": profile.context, "horizon": profile.horizon}}
         record({"epoch": epoch + 1, "budget": str(b), "val_loss": v, "sparsity": 1.0 - frac["params"],
@@ -372,7 +389,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
         info = sn["info"]
         conf = {**asdict(cfg), "budget": str(b), "max_epochs": epochs, "macro_batch_effective": macro,
                 "steps_per_epoch": steps, "best_val_loss": info["val_loss"], "measured": info}
-        plans.append(Plan(family=family.name, masks=sn["masks"], params_dense=costs.params_dense,
+        plans.append(Plan(family=family.name, masks=sn["masks"], params_dense=costs.dense().params,
                           params_pruned=info["params"], config=conf,
                           history=history[: sn["history_len"]], best_epoch=info["epoch"],
                           extra=extra or {}))
