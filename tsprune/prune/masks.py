@@ -228,6 +228,8 @@ def _attach_hidden(model: nn.Module, masks: MaskSet, mode: str, leaves: dict, on
     handles = []
 
     def gate(mod, args, out):
+        if isinstance(out, tuple):  # (stream, extras): a Constant attention's (out, None)
+            return (gate(mod, args, out[0]), *out[1:])
         if mode == "apply":
             return out * m.to(out.dtype)
         if mode == "reference":

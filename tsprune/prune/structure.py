@@ -104,13 +104,15 @@ class HiddenWidth:
     reads: Linears whose input columns are residual channels (Q, K, V, FFN inputs, the
       output heads); their columns are sliced.
     norms: normalisation modules over the residual channels (RMSNorm or LayerNorm: weight
-      and bias sliced, statistics over the kept channels).
+      and bias sliced, statistics over the kept channels; BatchNorm: weight, bias and
+      running statistics sliced, per channel, so exact and never rescaled).
     constants: tsprune Constant modules whose output is a residual vector (attention or FFN
       collapsed by surgery): their width and bias are sliced.
     norm_scale: what a norm does with fewer channels, the family's choice (docs/families.md):
       "kept" -- plain slicing: statistics over the kept channels, weights unchanged;
       "dense" -- weights times sqrt(size / kept), so the sliced RMSNorm computes what the
-      dense-width norm computed with the pruned channels at zero (the masked model).
+      dense-width norm computed with the pruned channels at zero (the masked model); a
+      LayerNorm's weights are multiplied the same way (BatchNorms never).
     gates: the modules whose outputs the mask gates while scoring (None: ``writes``). A
       family lists others where the stream is written by more than Linears (an embedding
       plus a positional table: the positional encoder's output) or where a norm maps a zero

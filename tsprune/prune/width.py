@@ -104,9 +104,11 @@ def slice_hidden(model: nn.Module, family, hw: HiddenWidth, keep: torch.Tensor) 
         lin = model.get_submodule(p)
         bias = packed.get((p, "bias"), None if lin.bias is None else lin.bias.detach())
         model.set_submodule(p, new_linear(lin, packed[(p, "weight")], bias))
-    scale = math.sqrt(size / d) if hw.norm_scale == "dense" else 1.0
     for p in hw.norms:
         norm = model.get_submodule(p)
+        # per-channel statistics (BatchNorm) are unchanged by the width: never rescaled
+        dense = hw.norm_scale == "dense" and not isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        scale = math.sqrt(size / d) if dense else 1.0
         for n in _norm_tensors(norm):
             _set(norm, n, getattr(norm, n), packed[(p, n)] * (scale if n == "weight" else 1.0))
         for attr in ("normalized_shape", "num_features"):
