@@ -1,6 +1,6 @@
 """Hidden-width (residual-stream) pruning: the shared mask, its one-call surgery, budgets
 with hidden channels, save/reload, ONNX parity, for every family that describes its stream
-(TimesFM 2.5, PatchTST, Timer-XL), and the families that cannot."""
+(TimesFM 2.5 and 2.0, PatchTST, Timer-XL), and the families that cannot."""
 from __future__ import annotations
 
 import copy
@@ -18,6 +18,7 @@ from helpers import (TINY_TIMESFM25, cli, context_batch, exports_to_onnx, one_li
 from test_family_moirai import TINY as MOIRAI  # noqa: E402
 from test_family_patchtst import TINY as PATCHTST  # noqa: E402
 from test_family_timer_xl import TINY as TIMER_XL  # noqa: E402
+from test_family_timesfm2 import TINY as TIMESFM2_HF  # noqa: E402
 from tsprune.errors import UserError  # noqa: E402
 from tsprune.model import from_config  # noqa: E402
 from tsprune.prune import CostModel, Plan, PruneConfig, apply, score  # noqa: E402
@@ -36,7 +37,9 @@ PATCHTST_LN = {**PATCHTST, "norm_type": "layernorm", "pre_norm": False, "use_cls
 PATCHTST_POST_BN = {**PATCHTST, "pre_norm": False, "positional_encoding_type": "random",
                     "pooling_type": "max", "share_embedding": False}
 # (context, horizon) of the forecasts compared, per family (PatchTST: 40 > 24 rolls out)
-SHAPES = {"timesfm2_5": (512, 96), "patchtst": (96, 40), "timer_xl": (96, 40)}
+SHAPES = {"timesfm2_5": (512, 96), "patchtst": (96, 40), "timer_xl": (96, 40), "timesfm2": (256, 100)}
+# TimesFM 2.0 (hidden 64, 4 heads of 16, FFN 96, patches of 32, 64 steps per position)
+TIMESFM2 = {**TIMESFM2_HF, "model_type": "timesfm"}
 # Timer-XL (hidden 32, patches of 8, heads of 8 and 16 steps), odd: hidden 24 (4 heads of 6)
 TIMER_XL_ODD = {**TIMER_XL, "hidden_size": 24, "num_hidden_layers": 3, "intermediate_size": 40}
 
@@ -108,9 +111,11 @@ def _assert_width(fam, module, keep: int) -> None:
     (PATCHTST_POST_BN, 1, 0.1, False),
     (TIMER_XL, 17, 0.2, True),
     (TIMER_XL_ODD, 1, 0.1, False),
+    (TIMESFM2, 29, 0.2, True),
+    (TIMESFM2, 1, 0.1, False),
 ], ids=["hidden-only", "with-channels-and-dead-groups", "odd-shapes", "one-channel-flip",
         "patchtst-batchnorm-flat-head", "patchtst-layernorm-cls", "patchtst-postnorm-one-channel",
-        "timer_xl-dead-groups", "timer_xl-odd-one-channel"])
+        "timer_xl-dead-groups", "timer_xl-odd-one-channel", "timesfm2-dead-groups", "timesfm2-one-channel"])
 def test_sliced_equals_masked(cfg, keep, channels, dead, scale):
     """The model sliced to ``keep`` residual channels forecasts (point and quantiles) what the
     masked model does, under either normalisation choice, and has the width everywhere."""
@@ -137,8 +142,8 @@ def test_sliced_equals_masked(cfg, keep, channels, dead, scale):
         del fam.hidden_width
 
 
-@pytest.mark.parametrize("cfg", [PATCHTST, PATCHTST_LN, TINY_TIMESFM25, TIMER_XL_ODD],
-                         ids=["batchnorm", "layernorm", "timesfm2_5", "timer_xl"])
+@pytest.mark.parametrize("cfg", [PATCHTST, PATCHTST_LN, TINY_TIMESFM25, TIMER_XL_ODD, TIMESFM2],
+                         ids=["batchnorm", "layernorm", "timesfm2_5", "timer_xl", "timesfm2"])
 def test_pruning_a_pruned_model_again_equals_masked(cfg):
     """A model whose layer-1 attention and FFN collapsed to Constants (biased, in PatchTST)
     and whose width was cut once is cut again: sliced == masked (the mask gates the
@@ -156,8 +161,8 @@ def test_pruning_a_pruned_model_again_equals_masked(cfg):
     assert got.manifest["hidden"] == {"size": size // 2, "dense": size}
 
 
-@pytest.mark.parametrize("cfg", [TINY_TIMESFM25, PATCHTST, PATCHTST_LN, TIMER_XL],
-                         ids=["timesfm2_5", "patchtst", "patchtst-ln", "timer_xl"])
+@pytest.mark.parametrize("cfg", [TINY_TIMESFM25, PATCHTST, PATCHTST_LN, TIMER_XL, TIMESFM2],
+                         ids=["timesfm2_5", "patchtst", "patchtst-ln", "timer_xl", "timesfm2"])
 def test_masked_hidden_channels_change_the_forecast(cfg):
     """The shared mask reaches the output (the parity above is not trivially true)."""
     m = _tiny(cfg)
@@ -166,8 +171,8 @@ def test_masked_hidden_channels_change_the_forecast(cfg):
     assert (plan_forecast(m, plan, x, 64).point - m.forecast(x, 64).point).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("cfg", [TINY_TIMESFM25, PATCHTST, PATCHTST_LN, TIMER_XL],
-                         ids=["timesfm2_5", "patchtst", "patchtst-ln", "timer_xl"])
+@pytest.mark.parametrize("cfg", [TINY_TIMESFM25, PATCHTST, PATCHTST_LN, TIMER_XL, TIMESFM2],
+                         ids=["timesfm2_5", "patchtst", "patchtst-ln", "timer_xl", "timesfm2"])
 def test_one_pack_call_for_the_whole_width(monkeypatch, cfg):
     """Every tensor of one width change (writers' rows and biases, readers' columns, norms'
     weights, biases and running statistics, Constants' biases, positional tables and class
@@ -206,8 +211,8 @@ def test_slice_hidden_keeps_at_least_one_channel():
 
 
 @pytest.mark.parametrize("cfg,keep", [({**TINY_TIMESFM25, "force_flip_invariance": True}, 23),
-                                      (PATCHTST, 13), (PATCHTST_LN, 9), (TIMER_XL_ODD, 11)],
-                         ids=["timesfm2_5", "patchtst-batchnorm", "patchtst-layernorm-cls", "timer_xl"])
+                                      (PATCHTST, 13), (PATCHTST_LN, 9), (TIMER_XL_ODD, 11), (TIMESFM2, 23)],
+                         ids=["timesfm2_5", "patchtst-batchnorm", "patchtst-layernorm-cls", "timer_xl", "timesfm2"])
 def test_save_reload_and_replay(tmp_path, cfg, keep):
     """A model with an uneven channel cut, dead groups and ``keep`` residual channels saves
     (config.json keeps the dense width; the manifest the kept one; BatchNorm statistics at
@@ -250,18 +255,19 @@ def test_onnx_parity(tmp_path):
     exports_to_onnx(p, tmp_path / "ref.onnx", 512, 96, outputs=("point", "quantiles"), graph="reference")
 
 
-@pytest.mark.parametrize("cfg", [PATCHTST, PATCHTST_LN, TIMER_XL],
-                         ids=["patchtst-batchnorm-flat-head", "patchtst-layernorm-cls", "timer_xl"])
-def test_onnx_parity_reference_graph(tmp_path, cfg):
+@pytest.mark.parametrize("cfg,outputs", [(PATCHTST, ("point",)), (PATCHTST_LN, ("point",)), (TIMER_XL, ("point",)),
+                                         (TIMESFM2, ("point", "quantiles"))],
+                         ids=["patchtst-batchnorm-flat-head", "patchtst-layernorm-cls", "timer_xl", "timesfm2"])
+def test_onnx_parity_reference_graph(tmp_path, cfg, outputs):
     """The family's graph (its reference forecast, rolled out past one forward's horizon)
-    with 13 of 32 residual channels matches PyTorch in ONNX Runtime."""
+    with 13 residual channels matches PyTorch in ONNX Runtime."""
     m = _tiny(cfg)
     p = apply(m, _hidden_plan(m, 13, 0.2, dead=True))
-    exports_to_onnx(p, tmp_path / "m.onnx", 96, 40)
+    exports_to_onnx(p, tmp_path / "m.onnx", *SHAPES[m.family.name], outputs=outputs)
 
 
 # ---- budgets -------------------------------------------------------------------------------
-@pytest.fixture(scope="module", params=["timesfm2_5", "patchtst", "timer_xl"])
+@pytest.fixture(scope="module", params=["timesfm2_5", "patchtst", "timer_xl", "timesfm2"])
 def task(request):
     """(model, train, val) per family: a tiny seeded model and small window sets (context
     128 / 96, horizon 24)."""
@@ -271,7 +277,8 @@ def task(request):
                for n, s in ((500, 0), (300, 1))]
     # Timer-XL's published init (N(0, 0.02)) makes every block's output tiny beside the
     # post-normed stream: its residual channels would all outrank the blocks' units
-    cfg = {"patchtst": PATCHTST, "timer_xl": {**TIMER_XL, "initializer_range": 0.2}}[request.param]
+    cfg = {"patchtst": PATCHTST, "timer_xl": {**TIMER_XL, "initializer_range": 0.2},
+           "timesfm2": TIMESFM2}[request.param]
     return (_tiny(cfg), *windows)
 
 
@@ -336,6 +343,21 @@ def test_scorers_agree_on_hidden_scores(task):
     cfg = dict(budget="params=0.7", hidden=True, **FAST)
     a = score(m, train, val, PruneConfig(scorer="fused", **cfg), show_progress=False)
     b = score(m, train, val, PruneConfig(scorer="reference", **cfg), show_progress=False)
+    assert a.masks == b.masks and a.masks[HIDDEN]["out"]
+
+
+@pytest.mark.parametrize("cfg", [PATCHTST, TIMESFM2], ids=["patchtst", "timesfm2"])
+def test_scorers_agree_where_writes_depend_on_no_input(cfg):
+    """Outputs the mask gates that depend on no input under frozen weights (the Constants of
+    collapsed groups, TimesFM 2.0's frequency embedding) are scored by both scorers."""
+    m = _tiny(cfg)
+    p = apply(m, _hidden_plan(m, m.family.hidden_width(m.module).size, 0.0, dead=True))
+    assert p.family.hidden_width(p.module).constants
+    train, val = (two_series_windows(n, 96, 24, stride=4, seed=s, periods=(4, 9), trend=0.05)
+                  for n, s in ((300, 0), (200, 1)))
+    cfg = dict(budget="params=0.7", hidden=True, **FAST)
+    a = score(p, train, val, PruneConfig(scorer="fused", **cfg), show_progress=False)
+    b = score(p, train, val, PruneConfig(scorer="reference", **cfg), show_progress=False)
     assert a.masks == b.masks and a.masks[HIDDEN]["out"]
 
 

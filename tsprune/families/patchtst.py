@@ -24,11 +24,14 @@ statistics over fewer channels:
   * BatchNorm (the default ``norm_type``): per-channel weight, bias and running mean and
     variance are sliced; each kept channel is normalised exactly as before (eval mode, and
     in training the batch statistics are per channel too), so nothing is rescaled.
-  * LayerNorm: the mean and variance are taken over the kept channels (``norm_scale
-    "kept"``, plain slicing). The alternative, weights times sqrt(d / d_kept) ("dense"),
-    matches an RMS norm's output with the pruned channels at zero but not a LayerNorm's
-    (which subtracts the mean), and each kept channel keeps the scale it had at full width
-    only with "kept"; measured in docs/families.md ("Hidden width").
+  * LayerNorm: the mean and variance are taken over the kept channels. Post-norm layers
+    (``pre_norm: false``) multiply the weights by sqrt(d / d_kept) (``norm_scale "dense"``:
+    the norm's output keeps the total energy it had at full width instead of each kept
+    channel's); pre-norm layers keep them (``"kept"``). Measured on PatchTSTs trained on
+    ETTh1 (bench/hidden_width_patchtst.py, docs/families.md "Hidden width"): post-norm,
+    "dense" is better (test MSE with half the channels cut 0.422 vs 0.460, before
+    fine-tuning); pre-norm, slicing either way gives the same model, and the budget plan
+    scored under "kept" was the better one (0.317 vs 0.325).
 While scoring, the mask gates the positional encoder's output, the writers (and the
 Constants of collapsed groups) and, for BatchNorm, each norm's output (its shift maps a
 zero channel to a non-zero one), so pruned channels are zero wherever the stream is read.
@@ -214,7 +217,8 @@ class PatchTST(Family):
         else:                                                      # N patches flattened: (N * d)
             flat = ((head, model.get_submodule(head).in_features // size),)
         vectors = [f"{pe}.position_enc"] + ([f"{pe}.cls_token"] if enc.positional_encoder.use_cls_token else [])
-        return HiddenWidth(size, tuple(writes), tuple(reads), tuple(norms), tuple(constants), norm_scale="kept",
+        return HiddenWidth(size, tuple(writes), tuple(reads), tuple(norms), tuple(constants),
+                           norm_scale="kept" if cfg.pre_norm else "dense",
                            gates=tuple(gates), vectors=tuple(vectors), flat_reads=flat)
 
     def renumber_blocks(self, model, n: int) -> None:

@@ -33,10 +33,11 @@ per-KV-group kept dims and slices the RoPE tables to them.
 Hidden width (``--prune-hidden``, ``hidden_width``): the residual stream is written by the
 patch embedding, every layer's o_proj and down_proj and re-written by every post-norm; it
 is read by q/k/v, gate/up and the lm_heads (through the final norm). Its norms are
-LayerNorms: sliced, mean and variance taken over the kept channels, weights unchanged
-(``norm_scale "kept"``, as PatchTST's LayerNorms: the measurement is in docs/families.md,
-"Hidden width"). Post-norm, so a pruned channel is zero after every norm whatever a
-Constant of a collapsed group adds.
+LayerNorms: sliced, mean and variance taken over the kept channels, weights times
+sqrt(d / d_kept) (``norm_scale "dense"``, as PatchTST's LayerNorms: better than plain
+slicing on a post-norm LayerNorm PatchTST trained on ETTh1, docs/families.md "Hidden
+width"; not measured on Timer-XL itself, no checkpoint here). Post-norm, so a pruned
+channel is zero after every norm whatever a Constant of a collapsed group adds.
 """
 from __future__ import annotations
 
@@ -252,7 +253,7 @@ class TimerXL(Family):
         norms.append("model.norm")
         reads += [f"lm_heads.{i}" for i in range(len(model.lm_heads))]
         size = int(model.model.embed_layer.emb.out_features)
-        return HiddenWidth(size, tuple(writes), tuple(reads), tuple(norms), tuple(constants), norm_scale="kept")
+        return HiddenWidth(size, tuple(writes), tuple(reads), tuple(norms), tuple(constants), norm_scale="dense")
 
     # ---- training and forecasting ---------------------------------------------------
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -236,6 +236,10 @@ def _attach_hidden(model: nn.Module, masks: MaskSet, mode: str, leaves: dict, on
             leaf = m.to(out.dtype).expand(out.shape[0], -1).clone().requires_grad_(True)
             leaves.setdefault(key, []).append(leaf)
             return out * _bshape(out, leaf)
+        if not out.requires_grad and torch.is_grad_enabled():
+            # an output that depends on no input (a frequency embedding, a Constant, under
+            # frozen weights): a fresh leaf puts it in the graph, as the reference path's leaf
+            out = out.detach().requires_grad_(True)
         y = out * m.to(out.dtype)
         if y.requires_grad:
             leaves[key] = leaves.get(key, 0) + 1
