@@ -371,6 +371,12 @@ def test_family_without_hidden_width_says_so():
         score(m, None, None, PruneConfig(hidden=True, budget="params=0.5"), show_progress=False)
 
 
+def test_timesfm2_with_a_positional_embedding_says_so():
+    m = _tiny({**TIMESFM2, "use_positional_embedding": True})
+    with pytest.raises(UserError, match="use_positional_embedding"):
+        m.family.hidden_width(m.module)
+
+
 def test_cli_prune_hidden_on_an_unsupported_family_is_one_line(tmp_path):
     torch.manual_seed(0)
     from_config(copy.deepcopy(MOIRAI)).save(tmp_path / "moirai")
