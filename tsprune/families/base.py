@@ -265,7 +265,9 @@ class Constant(nn.Module):
     def forward(self, hidden_states, *args, **kwargs):
         shape = (*hidden_states.shape[:-1], self.d)
         if self.bias is not None:
-            out = self.bias.to(hidden_states.dtype).expand(shape)
+            # a copy, not a view: under no_grad a view of a parameter requires grad without a
+            # grad_fn, which torch's module tracker (the FLOP counter) refuses
+            out = self.bias.to(hidden_states.dtype).expand(shape).clone()
         else:
             out = hidden_states.new_zeros(shape)
         return (out, None) if self.tuple_output else out

@@ -29,6 +29,15 @@ Pruning (METHOD.md s.7): masked Linears self_attn.{q,k,v,o}_proj and ffn_layer.{
 down}_proj. Heads, V dims and FFN neurons are sliced; Q/K dims are reduced in RoPE pairs
 (i, i + d/2) uniformly across heads with the W_Q rescale sqrt(d'/d); each attention keeps its
 per-KV-group kept dims and slices the RoPE tables to them.
+
+Hidden width (``--prune-hidden``, ``hidden_width``): the residual stream is written by the
+patch embedding, every layer's o_proj and down_proj and re-written by every post-norm; it
+is read by q/k/v, gate/up and the lm_heads (through the final norm). Its norms are
+LayerNorms: sliced, mean and variance taken over the kept channels, weights times
+sqrt(d / d_kept) (``norm_scale "dense"``, as PatchTST's LayerNorms: better than plain
+slicing on a post-norm LayerNorm PatchTST trained on ETTh1, docs/families.md "Hidden
+width"; not measured on Timer-XL itself, no checkpoint here). Post-norm, so a pruned
+channel is zero after every norm whatever a Constant of a collapsed group adds.
 """
 from __future__ import annotations
 
@@ -40,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsprune.nn import ACTIVATIONS, CausalRopeAttention, GatedMLP, init_linears, rope_tables
-from tsprune.prune.structure import AttentionGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, HiddenWidth, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast, rollout
@@ -219,6 +228,32 @@ class TimerXL(Family):
 
     def renumber_blocks(self, model, n: int) -> None:
         model.config = dataclasses.replace(model.config, num_hidden_layers=int(n))
+
+    hidden_unsupported = None
+
+    def hidden_width(self, model) -> HiddenWidth:
+        """The residual stream (see the module docstring): the embedding's rows, each
+        layer's o_proj / down_proj rows (or its Constants), q/k/v / gate / up and lm_heads
+        columns, two LayerNorms per layer and the final one."""
+        writes, reads, constants = ["model.embed_layer.emb"], [], []
+        norms = []
+        for i, layer in enumerate(model.model.layers):
+            pre = f"model.layers.{i}"
+            if isinstance(layer.self_attn, Constant):
+                constants.append(f"{pre}.self_attn")
+            else:
+                writes.append(f"{pre}.self_attn.o_proj")
+                reads += [f"{pre}.self_attn.{n}_proj" for n in "qkv"]
+            if isinstance(layer.ffn_layer, Constant):
+                constants.append(f"{pre}.ffn_layer")
+            else:
+                writes.append(f"{pre}.ffn_layer.down_proj")
+                reads += [f"{pre}.ffn_layer.gate_proj", f"{pre}.ffn_layer.up_proj"]
+            norms += [f"{pre}.norm1", f"{pre}.norm2"]
+        norms.append("model.norm")
+        reads += [f"lm_heads.{i}" for i in range(len(model.lm_heads))]
+        size = int(model.model.embed_layer.emb.out_features)
+        return HiddenWidth(size, tuple(writes), tuple(reads), tuple(norms), tuple(constants), norm_scale="dense")
 
     # ---- training and forecasting ---------------------------------------------------
     def loss(self, model, context: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,19 @@ tsprune also slices attention, because the unfused layout makes it exact: whole 
 V head dim and the Q/K head dim (no RoPE, no q/k norms) are reduced uniformly across heads.
 A pruned attention keeps the per-dim query scaling per head, (heads, qk_dim), since heads
 keep different Q/K dims. FFN neurons are sliced. Input block, frequency embedding and
-output block stay dense.
+output block stay dense, unless the hidden width is pruned.
+
+Hidden width (``--prune-hidden``, ``hidden_width``): the residual stream is written by the
+input residual block (output and residual layers), the frequency embedding (a (3, D)
+table: its columns go), every layer's o_proj and mlp.down_proj; it is read by q/k/v,
+mlp.gate_proj and the output block's input and residual layers. Norms: each layer's
+RMSNorm before attention and LayerNorm before the MLP, both over the kept channels with
+their weights times sqrt(d / d_kept) (``norm_scale "dense"``, TimesFM 2.5's measured choice
+for its RMSNorms; PatchTST's measurement found it neutral for pre-norm LayerNorms; not
+measured on TimesFM 2.0, no checkpoint here). While scoring, the mask also gates the
+frequency embedding and collapsed groups (a Constant attention, a DeadMLP: x + bias).
+Not supported: ``use_positional_embedding`` (its sinusoidal table is computed at the
+model's width; the published 2.0 checkpoint does not use it).
 
 Context: contexts longer than ``context_length`` keep the last ``context_length`` steps;
 shorter ones are left-padded to a multiple of ``patch_length`` with padding flags (upstream
@@ -36,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsprune.errors import missing_extra
+from tsprune.errors import UserError, missing_extra
 from tsprune.hfutil import config_kwargs, from_pretrained_local
-from tsprune.prune.structure import AttentionGroup, FFNGroup, ModelStructure
+from tsprune.prune.structure import AttentionGroup, FFNGroup, HiddenWidth, ModelStructure
 from tsprune.prune.surgery import AttentionShape
 
 from .base import Constant, Export, Family, Forecast, rollout
@@ -90,15 +102,21 @@ class PrunedAttention(nn.Module):
     def forward(self, hidden_states, attention_mask=None, **kwargs):
         b, t = hidden_states.shape[:2]
         h = self.num_heads
-        q = self.q_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)  # (B, H, T, dq)
-        scale = F.softplus(self.scaling).mul(1.442695041 / math.sqrt(self.head_dim))
-        q = q * (scale[None, :, None, :] if scale.dim() == 2 else scale[None, None, None, :])
-        k = self.k_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)
         v = self.v_proj(hidden_states).view(b, t, h, self.v_head_dim).transpose(1, 2)  # (B, H, T, dv)
-        attn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                     _hf.simple_eager_attention_forward)
-        out, _ = attn(self, q, k, v, attention_mask,
-                      dropout=self.attention_dropout if self.training else 0.0, scaling=1.0)
+        if self.head_dim == 0:  # every Q/K dim pruned: q.k = 0, uniform over the allowed keys
+            scores = v.new_zeros(b, h, t, t)
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            out = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2)      # (B, T, H, dv)
+        else:
+            q = self.q_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)  # (B, H, T, dq)
+            scale = F.softplus(self.scaling).mul(1.442695041 / math.sqrt(self.head_dim))
+            q = q * (scale[None, :, None, :] if scale.dim() == 2 else scale[None, None, None, :])
+            k = self.k_proj(hidden_states).view(b, t, h, self.head_dim).transpose(1, 2)
+            attn = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                         _hf.simple_eager_attention_forward)
+            out, _ = attn(self, q, k, v, attention_mask,
+                          dropout=self.attention_dropout if self.training else 0.0, scaling=1.0)
         out = out.reshape(b, t, h * self.v_head_dim)  # (B, T, H * dv)
         return self.o_proj(out), None
 
@@ -181,6 +199,47 @@ class TimesFm2(PatchedDecoderConfig, Family):
     def renumber_blocks(self, model, n: int) -> None:
         # the decoder runs layers[:config.num_hidden_layers]: the count must follow
         renumber_hf_layers(model, model.decoder.layers, n)
+
+    hidden_unsupported = None
+
+    def hidden_width(self, model: nn.Module) -> HiddenWidth:
+        """The residual stream (see the module docstring): the input block's rows and the
+        frequency table's columns, each layer's o_proj / down_proj rows (or its collapsed
+        groups' biases), q/k/v / gate_proj and output-block columns, an RMSNorm and a
+        LayerNorm per layer."""
+        if model.config.use_positional_embedding:
+            raise UserError("--prune-hidden: hidden-width pruning is not supported for timesfm2 models "
+                            "with use_positional_embedding (the sinusoidal table is computed at the "
+                            "model's width)")
+        writes = ["decoder.input_ff_layer.output_layer", "decoder.input_ff_layer.residual_layer"]
+        reads, norms, constants = [], [], []
+        for i, layer in enumerate(model.decoder.layers):
+            pre = f"decoder.layers.{i}"
+            norms.append(f"{pre}.input_layernorm")
+            if isinstance(layer.self_attn, Constant):
+                constants.append(f"{pre}.self_attn")
+            else:
+                writes.append(f"{pre}.self_attn.o_proj")
+                reads += [f"{pre}.self_attn.{n}_proj" for n in "qkv"]
+            if isinstance(layer.mlp, DeadMLP):
+                constants.append(f"{pre}.mlp")
+            else:
+                writes.append(f"{pre}.mlp.down_proj")
+                reads.append(f"{pre}.mlp.gate_proj")
+                norms.append(f"{pre}.mlp.layer_norm")
+        reads += ["horizon_ff_layer.input_layer", "horizon_ff_layer.residual_layer"]
+        size = int(model.decoder.freq_emb.weight.shape[1])
+        return HiddenWidth(size, tuple(writes), tuple(reads), tuple(norms), tuple(constants),
+                           norm_scale="dense", gates=(*writes, "decoder.freq_emb", *constants),
+                           vectors=("decoder.freq_emb.weight",))
+
+    def resize_hidden(self, model: nn.Module, width: int) -> None:
+        model.decoder.freq_emb.embedding_dim = int(width)
+        model.decoder.input_ff_layer.output_dims = int(width)
+        model.horizon_ff_layer.input_dims = int(width)
+        for layer in model.decoder.layers:
+            if hasattr(layer.self_attn, "hidden_size"):
+                layer.self_attn.hidden_size = int(width)
 
     # ---- forecasting --------------------------------------------------------------------
     def _prepare(self, model, context: torch.Tensor):

@@ -163,7 +163,7 @@ def stream_linears(family, module: torch.nn.Module) -> tuple[str, ...]:
     if family.hidden_unsupported is not None:
         return ()
     hw = family.hidden_width(module)
-    return (*hw.writes, *hw.reads)
+    return hw.linears()
 
 
 def forecast_profile(model, context: int, horizon: int) -> FlopProfile:
@@ -256,15 +256,16 @@ class CostModel:
         in_groups = {p for g in self.groups
                      for p in ([g.q, g.k, g.v, g.o] if isinstance(g, AttentionGroup) else [*g.inputs, g.output])}
         if self.profile is not None:
-            missing = [p for p in (*hw.writes, *hw.reads) if p not in self.profile.tokens]
+            missing = [p for p in hw.linears() if p not in self.profile.tokens]
             if missing:
                 raise ValueError(f"the FLOPs profile does not count the residual stream's Linears "
                                  f"({missing[0]}, ...): profile the model with its hidden width")
         fixed = [float(fixed_per_channel(self.module, hw)), 0.0]
         nominal = list(fixed)
-        for p in (*hw.writes, *hw.reads):
+        readers = hw.readers()
+        for p in hw.linears():
             lin = get_module(self.module, p)
-            other = lin.in_features if p in hw.writes else lin.out_features
+            other = lin.in_features if p in hw.writes else lin.out_features * readers[p]
             par = other + (1 if p in hw.writes and lin.bias is not None else 0)
             fl = 2.0 * self._tokens(p) * other
             nominal[0] += par

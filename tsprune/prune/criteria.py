@@ -95,7 +95,8 @@ class MagnitudeImportance:
             hw = masks.hidden
             if hw is not None:  # a residual channel: every row written and column read
                 sq = sum(get_module(module, p).weight.float().pow(2).sum(1) for p in hw.writes)
-                sq = sq + sum(get_module(module, p).weight.float().pow(2).sum(0) for p in hw.reads)
+                sq = sq + sum(get_module(module, p).weight.float().pow(2).sum(0).view(n, hw.size).sum(0)
+                              for p, n in hw.readers().items())
                 self.imp[(HIDDEN, "out")] = sq.sqrt()
 
     def commit(self) -> None:

@@ -26,7 +26,7 @@ from tsprune.progress import progress
 
 from tsprune.state import load_state, save_state
 
-from .budget import Budget
+from .budget import Budget, CostModel
 from .criteria import CRITERIA
 from .masks import HIDDEN, MaskSet, attach
 from .plan import Plan
@@ -446,7 +446,9 @@ def score(model, train, val, cfg: PruneConfig, *, show_progress: bool = True,
             p.requires_grad_(r)
         module.train(was_training)
 
-    params_pruned = count_params(module, analyze(structure, best_masks))
+    # exact (what apply(model, plan) has): beside the Linears, dead groups' owners and
+    # per-head Q/K vectors (TimesFM 2.0's query scaling) and the residual channels' tensors
+    params_pruned = CostModel(module, structure, hidden=best_masks.hidden).measure(best_masks).params
     return Plan(family=family.name, masks=best_masks.to_json(), params_dense=params_dense,
                 params_pruned=params_pruned, config={**asdict(cfg), "ratio": ratio,
                                                      "max_epochs": max_epochs,

@@ -50,7 +50,7 @@ class MaskSet:
         self.hidden = hidden
         self.m_hidden: torch.Tensor | None = None
         if hidden is not None:
-            dev = get_module(model, hidden.writes[0]).weight.device
+            dev = next(model.parameters()).device
             self.m_hidden = torch.ones(hidden.size, device=dev)
         for p in self.paths:
             lin = get_module(model, p)
@@ -228,12 +228,18 @@ def _attach_hidden(model: nn.Module, masks: MaskSet, mode: str, leaves: dict, on
     handles = []
 
     def gate(mod, args, out):
+        if isinstance(out, tuple):  # (stream, extras): a Constant attention's (out, None)
+            return (gate(mod, args, out[0]), *out[1:])
         if mode == "apply":
             return out * m.to(out.dtype)
         if mode == "reference":
             leaf = m.to(out.dtype).expand(out.shape[0], -1).clone().requires_grad_(True)
             leaves.setdefault(key, []).append(leaf)
             return out * _bshape(out, leaf)
+        if not out.requires_grad and torch.is_grad_enabled():
+            # an output that depends on no input (a frequency embedding, a Constant, under
+            # frozen weights): a fresh leaf puts it in the graph, as the reference path's leaf
+            out = out.detach().requires_grad_(True)
         y = out * m.to(out.dtype)
         if y.requires_grad:
             leaves[key] = leaves.get(key, 0) + 1
@@ -241,7 +247,7 @@ def _attach_hidden(model: nn.Module, masks: MaskSet, mode: str, leaves: dict, on
             y.register_hook(lambda g, zd=zd: on_grad(HIDDEN, "out", zd, g))
         return y
 
-    for p in hw.writes:
+    for p in hw.gate_points():
         handles.append(get_module(model, p).register_forward_hook(gate))
     def norm(mod, args, out):
         kept = int((m != 0).sum())
@@ -265,7 +271,7 @@ def kept_norm(norm: nn.Module, x: torch.Tensor, out: torch.Tensor, m: torch.Tens
     q * d / k, so out * weight_scale * sqrt((q + eps) / (q * d / k + eps)) is exactly the
     sliced norm (a constant while scoring: no gradient flows through the factor)."""
     kept = int((m != 0).sum())
-    if kept == m.numel():
+    if kept == m.numel() or isinstance(norm, nn.modules.batchnorm._BatchNorm):  # per channel
         return out
     if isinstance(norm, nn.LayerNorm):
         idx = torch.nonzero(m != 0).flatten()

@@ -104,13 +104,23 @@ class HiddenWidth:
     reads: Linears whose input columns are residual channels (Q, K, V, FFN inputs, the
       output heads); their columns are sliced.
     norms: normalisation modules over the residual channels (RMSNorm or LayerNorm: weight
-      and bias sliced, statistics over the kept channels).
+      and bias sliced, statistics over the kept channels; BatchNorm: weight, bias and
+      running statistics sliced, per channel, so exact and never rescaled).
     constants: tsprune Constant modules whose output is a residual vector (attention or FFN
       collapsed by surgery): their width and bias are sliced.
     norm_scale: what a norm does with fewer channels, the family's choice (docs/families.md):
       "kept" -- plain slicing: statistics over the kept channels, weights unchanged;
       "dense" -- weights times sqrt(size / kept), so the sliced RMSNorm computes what the
-      dense-width norm computed with the pruned channels at zero (the masked model).
+      dense-width norm computed with the pruned channels at zero (the masked model); a
+      LayerNorm's weights are multiplied the same way (BatchNorms never).
+    gates: the modules whose outputs the mask gates while scoring (None: ``writes``). A
+      family lists others where the stream is written by more than Linears (an embedding
+      plus a positional table: the positional encoder's output) or where a norm maps a zero
+      channel to a non-zero one (BatchNorm's shift).
+    vectors: parameters or buffers ("module.name") whose last dimension is the channel
+      (positional tables, class tokens): sliced there.
+    flat_reads: (Linear, repeats) pairs for heads reading ``repeats`` positions of the
+      stream flattened: input column r * size + c is channel c of position r.
     """
 
     size: int
@@ -119,6 +129,20 @@ class HiddenWidth:
     norms: tuple[str, ...]
     constants: tuple[str, ...] = ()
     norm_scale: str = "kept"
+    gates: tuple[str, ...] | None = None
+    vectors: tuple[str, ...] = ()
+    flat_reads: tuple[tuple[str, int], ...] = ()
+
+    def gate_points(self) -> tuple[str, ...]:
+        return self.writes if self.gates is None else self.gates
+
+    def readers(self) -> dict[str, int]:
+        """Every Linear reading the stream -> how many positions its columns hold."""
+        return {**{p: 1 for p in self.reads}, **dict(self.flat_reads)}
+
+    def linears(self) -> tuple[str, ...]:
+        """Every Linear whose shape depends on the width (writers, then readers)."""
+        return (*self.writes, *self.readers())
 
 
 @dataclass

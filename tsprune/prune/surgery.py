@@ -81,8 +81,9 @@ class Cut:
         if self.hidden is not None:
             if path in self.hidden_width.writes:
                 r = int(self.hidden.numel())
-            if path in self.hidden_width.reads:
-                c = int(self.hidden.numel())
+            repeats = self.hidden_width.readers().get(path)
+            if repeats is not None:
+                c = repeats * int(self.hidden.numel())
         return r, c
 
 
@@ -211,7 +212,7 @@ def count_params(model: nn.Module, cut: Cut | None = None) -> int:
     paths = set(cut.rows) | set(cut.cols)
     if cut.hidden is not None:
         hw = cut.hidden_width
-        paths |= set(hw.writes) | set(hw.reads)
+        paths |= set(hw.linears())
         total -= (hw.size - int(cut.hidden.numel())) * fixed_per_channel(model, hw)
     for p in paths:
         lin = get_module(model, p)

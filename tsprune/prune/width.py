@@ -26,15 +26,39 @@ from .structure import HiddenWidth
 
 
 def _norm_tensors(norm: nn.Module) -> list[str]:
-    """The names of a norm's per-channel parameters (weight, bias) it has."""
-    return [n for n in ("weight", "bias") if isinstance(getattr(norm, n, None), torch.Tensor)]
+    """The names of a norm's per-channel tensors: weight and bias (parameters) and
+    BatchNorm's running statistics (buffers), those it has."""
+    return [n for n in ("weight", "bias", "running_mean", "running_var")
+            if isinstance(getattr(norm, n, None), torch.Tensor)]
+
+
+def _vector(model: nn.Module, path: str) -> tuple[nn.Module, str, torch.Tensor]:
+    owner, _, name = path.rpartition(".")
+    mod = model.get_submodule(owner)
+    return mod, name, getattr(mod, name)
 
 
 def fixed_per_channel(model: nn.Module, hw: HiddenWidth) -> int:
     """Parameters one residual channel holds outside the Linears that read or write the
-    stream: the norms' weights and biases and the Constants' biases."""
-    n = sum(len(_norm_tensors(model.get_submodule(p))) for p in hw.norms)
-    return n + sum(model.get_submodule(p).bias is not None for p in hw.constants)
+    stream: the norms' weights and biases, the Constants' biases and the per-channel
+    vectors (positional tables, class tokens)."""
+    n = sum(isinstance(getattr(model.get_submodule(p), t), nn.Parameter)
+            for p in hw.norms for t in _norm_tensors(model.get_submodule(p)))
+    n += sum(model.get_submodule(p).bias is not None for p in hw.constants)
+    for p in hw.vectors:
+        _, _, t = _vector(model, p)
+        if isinstance(t, nn.Parameter):
+            n += t.numel() // hw.size
+    return n
+
+
+def _set(mod: nn.Module, name: str, old: torch.Tensor, new: torch.Tensor) -> None:
+    """Replace tensor ``name`` of ``mod``: a Parameter stays one (trainable as before), a
+    buffer stays a buffer."""
+    if isinstance(old, nn.Parameter):
+        setattr(mod, name, nn.Parameter(new, requires_grad=old.requires_grad))
+    else:
+        setattr(mod, name, new)
 
 
 @torch.no_grad()
@@ -46,45 +70,56 @@ def slice_hidden(model: nn.Module, family, hw: HiddenWidth, keep: torch.Tensor) 
         raise ValueError("slice_hidden: at least one residual channel must be kept")
     dev = next(model.parameters()).device
     keep = keep.to(dev, torch.long)
+    d, size = int(keep.numel()), hw.size
     tensors, rows, cols, where = [], [], [], []
 
-    def add(t, r, c, owner, name):
+    def add(t, r, c, key):
         tensors.append(t.detach())
         rows.append(r)
         cols.append(c)
-        where.append((owner, name))
+        where.append(key)
 
     for p in hw.writes:
         lin = model.get_submodule(p)
-        add(lin.weight, keep, None, p, "weight")
+        add(lin.weight, keep, None, (p, "weight"))
         if lin.bias is not None:
-            add(lin.bias, keep, None, p, "bias")
-    for p in hw.reads:
-        add(model.get_submodule(p).weight, None, keep, p, "weight")
-    for p in hw.norms:
-        for n in _norm_tensors(model.get_submodule(p)):
-            add(getattr(model.get_submodule(p), n), keep, None, p, n)
-    for p in hw.constants:
-        if model.get_submodule(p).bias is not None:
-            add(model.get_submodule(p).bias, keep, None, p, "bias")
-    packed = dict(zip(where, ops.pack(tensors, rows, cols)))   # one call for the whole model
-
-    d = int(keep.numel())
-    for p in (*hw.writes, *hw.reads):
-        lin = model.get_submodule(p)
-        bias = packed.get((p, "bias"), None if lin.bias is None else lin.bias.detach())
-        model.set_submodule(p, new_linear(lin, packed[(p, "weight")], bias))
-    scale = math.sqrt(hw.size / d) if hw.norm_scale == "dense" else 1.0
+            add(lin.bias, keep, None, (p, "bias"))
+    for p, repeats in hw.readers().items():   # column r * size + c: channel c of position r
+        cols_r = (torch.arange(repeats, device=dev)[:, None] * size + keep[None, :]).flatten()
+        add(model.get_submodule(p).weight, None, cols_r, (p, "weight"))
     for p in hw.norms:
         norm = model.get_submodule(p)
         for n in _norm_tensors(norm):
-            t = packed[(p, n)] * (scale if n == "weight" else 1.0)
-            setattr(norm, n, nn.Parameter(t, requires_grad=getattr(norm, n).requires_grad))
-        if hasattr(norm, "normalized_shape"):
-            norm.normalized_shape = (d,)
+            add(getattr(norm, n), keep, None, (p, n))
+    for p in hw.constants:
+        if model.get_submodule(p).bias is not None:
+            add(model.get_submodule(p).bias, keep, None, (p, "bias"))
+    for p in hw.vectors:  # (..., size): as rows of a (-1, size) matrix
+        _, _, t = _vector(model, p)
+        add(t.reshape(-1, size) if t.dim() > 1 else t, keep if t.dim() == 1 else None,
+            keep if t.dim() > 1 else None, (p, None))
+    packed = dict(zip(where, ops.pack(tensors, rows, cols)))   # one call for the whole model
+
+    for p in hw.linears():
+        lin = model.get_submodule(p)
+        bias = packed.get((p, "bias"), None if lin.bias is None else lin.bias.detach())
+        model.set_submodule(p, new_linear(lin, packed[(p, "weight")], bias))
+    for p in hw.norms:
+        norm = model.get_submodule(p)
+        # per-channel statistics (BatchNorm) are unchanged by the width: never rescaled
+        dense = hw.norm_scale == "dense" and not isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        scale = math.sqrt(size / d) if dense else 1.0
+        for n in _norm_tensors(norm):
+            _set(norm, n, getattr(norm, n), packed[(p, n)] * (scale if n == "weight" else 1.0))
+        for attr in ("normalized_shape", "num_features"):
+            if hasattr(norm, attr):
+                setattr(norm, attr, (d,) if attr == "normalized_shape" else d)
     for p in hw.constants:
         const = model.get_submodule(p)
         const.d = d
         if const.bias is not None:
-            const.bias = nn.Parameter(packed[(p, "bias")], requires_grad=const.bias.requires_grad)
+            _set(const, "bias", const.bias, packed[(p, "bias")])
+    for p in hw.vectors:
+        mod, name, t = _vector(model, p)
+        _set(mod, name, t, packed[(p, None)].reshape(*t.shape[:-1], d))
     family.resize_hidden(model, d)
