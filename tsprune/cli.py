@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-hidden", dest="hidden", action="store_true", default=False,
                    help="also prune the hidden (residual-stream) width: one mask over the model's "
                         "d_model channels, ranked with heads, V dims and FFN neurons and sliced from "
-                        "every layer at once (TimesFM 2.5; see docs/families.md)")
+                        "every layer at once (TimesFM 2.5 and 2.0, PatchTST, Timer-XL; see docs/families.md)")
     p.add_argument("--frontier", metavar="BUDGETS",
                    help="one pruned, recovered and exported model per budget (e.g. speedup=1.5,2,3,4 or "
                         "params=0.5,0.3), each measured (test MSE/MAE, ONNX Runtime latency at batch 1 and "
