@@ -59,28 +59,39 @@ def _scored(m, plan):
     return s
 
 
-@pytest.mark.parametrize("build", BUILDS, ids=IDS)
-def test_budgets_met_exactly_against_the_given_model(build, tmp_path):
+def _budgets_met(build, tmp_path, share: float, sample: int, **cfg):
+    """Score ``build()``'s model to params and FLOPs budgets (``share`` of the way from the
+    unprunable floor to dense) with PruneConfig(**cfg); each plan is met exactly against the
+    given model: what the plan says is what apply builds, within the budget, and no zeroed
+    unit could come back without breaking it. The last pruned model reloads, replays its
+    plan and exports with ONNX parity. Returns (model, plans, pruned models)."""
     m, train, val, outputs = build()
     c, t = (int(x.shape[1]) for x in train.gather(torch.arange(1)))
     dense = Cost(m.num_params(), forecast_profile(m, c, t).total)
     full = CostModel(m.module, m.family.structure(m.module), forecast_profile(m, c, t))
+    plans, pruned = [], []
     for kind in ("params", "flops"):
-        frac = _target(full, kind, 0.5)
-        plan = score(m, train, val, PruneConfig(budget=f"{kind}={frac}", **FAST), show_progress=False)
+        frac = _target(full, kind, share)
+        plan = score(m, train, val, PruneConfig(budget=f"{kind}={frac}", **cfg, **FAST), show_progress=False)
         p = apply(m, plan)
         meas = plan.config["measured"]
-        # what the plan says is what apply builds, and it is within the budget of the given model
         assert meas["params"] == p.num_params() and meas["params_dense"] == dense.params
         assert meas["flops"] == forecast_profile(p, c, t).total and meas["flops_dense"] == dense.flops
         assert meas[kind] <= math.floor(frac * dense.get(kind))
-        # and no zeroed unit could come back without breaking it
         s = _scored(m, plan)
         costs = CostModel(s.module, s.family.structure(s.module), forecast_profile(s, c, t), reference=dense)
-        assert_exact(m, plan, costs, kind, frac, sample=150)
+        assert_exact(m, plan, costs, kind, frac, sample=sample)
+        plans.append(plan)
+        pruned.append(p)
     x = train.gather(torch.arange(3))[0]
-    reloads_and_replays(m, plan, p, x, t, tmp_path)
-    exports_to_onnx(p, tmp_path / "m.onnx", context=c, horizon=t, outputs=outputs)
+    reloads_and_replays(m, plans[-1], pruned[-1], x, t, tmp_path)
+    exports_to_onnx(pruned[-1], tmp_path / "m.onnx", context=c, horizon=t, outputs=outputs)
+    return m, plans, pruned
+
+
+@pytest.mark.parametrize("build", BUILDS, ids=IDS)
+def test_budgets_met_exactly_against_the_given_model(build, tmp_path):
+    _budgets_met(build, tmp_path, 0.5, 150)
 
 
 def _timer_xl():
@@ -94,26 +105,9 @@ def test_depth_and_width_under_one_budget(build, tmp_path):
     """--drop-blocks K with --budget: K blocks go first (chosen on validation), then channels
     until the budget of the model the user gave is met; the dropped blocks' parameters and
     FLOPs count towards it (Time-MoE: its rarely routed experts go too)."""
-    m, train, val, outputs = build()
-    c, t = (int(x.shape[1]) for x in train.gather(torch.arange(1)))
-    dense = Cost(m.num_params(), forecast_profile(m, c, t).total)
-    full = CostModel(m.module, m.family.structure(m.module), forecast_profile(m, c, t))
+    m, plans, pruned = _budgets_met(build, tmp_path, 0.4, 100, drop_blocks=1)
     n_blocks = len(m.family.block_paths(m.module))
-    for kind in ("params", "flops"):
-        frac = _target(full, kind, 0.4)
-        plan = score(m, train, val, PruneConfig(budget=f"{kind}={frac}", drop_blocks=1, **FAST),
-                     show_progress=False)
+    for plan, p in zip(plans, pruned):
         dropped, _ = split_extra(plan.extra)
         assert len(dropped) == 1
-        p = apply(m, plan)
         assert len(p.family.block_paths(p.module)) == n_blocks - 1
-        meas = plan.config["measured"]
-        assert meas["params"] == p.num_params() and meas["params_dense"] == dense.params
-        assert meas["flops"] == forecast_profile(p, c, t).total and meas["flops_dense"] == dense.flops
-        assert meas[kind] <= math.floor(frac * dense.get(kind))
-        s = _scored(m, plan)
-        costs = CostModel(s.module, s.family.structure(s.module), forecast_profile(s, c, t), reference=dense)
-        assert_exact(m, plan, costs, kind, frac, sample=100)
-    x = train.gather(torch.arange(3))[0]
-    reloads_and_replays(m, plan, p, x, t, tmp_path)
-    exports_to_onnx(p, tmp_path / "m.onnx", context=c, horizon=t, outputs=outputs)
