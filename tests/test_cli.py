@@ -59,6 +59,8 @@ def test_end_to_end_on_generated_series(tiny_dir, csv_path, tmp_path):
     assert rep["onnx"]["max_abs_err"] < 1e-4
     assert rep["timings"]["total"] > 0
     assert (out / "report.md").exists() and (out / "plan.json").exists()
+    assert rep["prune"]["scope"].startswith("heads, V (and Q/K) dims of ")  # which units the run pruned
+    assert f"Pruned units: {rep['prune']['scope']}." in (out / "report.md").read_text()
     assert not list(tmp_path.glob(".X.tmp-*"))
     # the saved model reloads to identical outputs, and ONNX matches torch within 1e-4
     from tsprune.model import load

@@ -141,3 +141,10 @@ def test_unsupported_variant_is_refused():
     with pytest.raises(UserError, match="enable_forecast_channel_mixing"):
         get("ttm").build({**TINY, "enable_forecast_channel_mixing": True, "num_input_channels": 2,
                           "fcm_context_length": 1})
+
+
+def test_report_scope_says_which_mode_ran():
+    head, mixers = _tiny(), _tiny(mixers=True)
+    assert "only (the paper's mode" in head.family.prune_scope(head.module)
+    n = sum(len(b.ffn) for b in mixers.family.structure(mixers.module).blocks) - 1
+    assert n > 0 and f"neurons of {n} mixer MLP(s)" in mixers.family.prune_scope(mixers.module)

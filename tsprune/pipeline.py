@@ -516,6 +516,7 @@ def _report(j: Job, timings: dict) -> dict:
         "metrics": metrics,
         "baselines": r["baselines"],
         "prune": {"config": plan.config, "best_epoch": plan.best_epoch,
+                  "scope": j.model.family.prune_scope(j.model.module),
                   "history": plan.history, "extra": plan.extra,
                   "budget": plan.config.get("measured"),
                   "speedup": (r.get("onnx_latency") or {}).get("speedup")},

@@ -54,7 +54,7 @@ def dataset_section(runs: Path, ds: str) -> tuple[list[str], dict]:
                  base["baselines"]["seasonal_naive"]), ""]
     for label, d in verdict.items():
         word = "beats" if d < 0 else ("ties" if d == 0 else "loses to")
-        out.append(f"- {label} {word} full fine-tuning by {abs(d):.4f} MSE ({100 * d / ft:+.2f}%).")
+        out.append(f"- {label} {word} full fine-tuning by {abs(d):.5f} MSE ({100 * d / ft:+.3f}%).")
     rec = (mix or head)["recommendation"]
     out += [f"- The report recommends: {rec['deploy']} (validation MSE "
             + ", ".join(f"{k} {v:.4f}" for k, v in rec["val_mse"].items()) + ").", ""]
@@ -69,14 +69,15 @@ def _frontier(fr: dict) -> list[str]:
     lat = d["latency_ms"]
     out = [f"Budgets (`--frontier`, mixers on, distillation; dense fine-tuned {d['finetuned']['mse']:.4f}; "
            f"dense ORT latency fp32 b1 {lat['fp32/b1']:.3f} ms, b64 {lat['fp32/b64']:.3f} ms):", "",
-           "| point | params kept | FLOPs ratio | speed-up fp32 b1 | fp32 b64 | int8 b64 | test MSE | vs dense FT |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| point | params kept | FLOPs ratio | speed-up fp32 b1 | fp32 b64 | int8 b64 | budget met | test MSE | vs dense FT |",
+           "|---|---:|---:|---:|---:|---:|:-:|---:|---:|"]
     ft = d["finetuned"]["mse"]
     for p in fr["points"]:
         cal = (fr["calibration"].get(p["criterion"], {}).get(p["budget"]) or {}).get("candidate", "")
         ratio = f"{1 / float(cal.split('=')[1]):.2f}" if cal.startswith("flops=") else "-"
         out.append(f"| {p['name']} | {100 * p['params']:.1f}% | {ratio} | {p.get('speedup_fp32/b1', 0):.2f}x | "
-                   f"{p.get('speedup_fp32/b64', 0):.2f}x | {p.get('speedup_int8/b64', 0):.2f}x | {p['mse']:.4f} | "
+                   f"{p.get('speedup_fp32/b64', 0):.2f}x | {p.get('speedup_int8/b64', 0):.2f}x | "
+                   f"{'-' if p['budget'] == 'paper' else ('yes' if p.get('met') else 'NO')} | {p['mse']:.4f} | "
                    f"{100 * (p['mse'] / ft - 1):+.1f}% |")
     return out + [""]
 

@@ -109,6 +109,14 @@ class Family:
     def structure(self, model: nn.Module) -> ModelStructure:
         raise NotImplementedError
 
+    def prune_scope(self, model: nn.Module) -> str:
+        """One line for the report: which units this run's structure lets the schedule prune."""
+        st = self.structure(model)
+        att = sum(len(b.attention) for b in st.blocks)
+        ffn = sum(len(b.ffn) for b in st.blocks)
+        return (f"heads, V (and Q/K) dims of {att} attention group(s) and the neurons of {ffn} FFN group(s) "
+                f"in {len(st.blocks)} block(s)")
+
     def resize_attention(self, model: nn.Module, group: AttentionGroup, shape: AttentionShape) -> None:
         """Make the attention module at group.owner compute with ``shape`` (its Linears
         were already replaced by smaller ones); num_heads == 0 means the whole attention

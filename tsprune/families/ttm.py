@@ -156,6 +156,13 @@ class TTM(Family):
     def masks_mixers(model) -> bool:
         return bool(getattr(model.config, "tsprune_mask_mixers", False))
 
+    def prune_scope(self, model: nn.Module) -> str:
+        if self.masks_mixers(model):
+            n = sum(len(b.ffn) for b in self.structure(model).blocks) - 1
+            return f"the forecast head's input features and the neurons of {n} mixer MLP(s) (tsprune_mask_mixers)"
+        return ("the forecast head's input features only (the paper's mode; set tsprune_mask_mixers: true "
+                "in config.json to prune the mixer MLPs too)")
+
     def structure(self, model: nn.Module) -> ModelStructure:
         """One block per TinyTimeMixerLayer (encoder then decoder) when mixers are masked,
         then a last block for the head. The head is an FFN group without input Linears:

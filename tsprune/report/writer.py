@@ -83,6 +83,8 @@ def render_markdown(r: dict) -> str:
               f"({pc['steps_per_epoch']} steps/epoch), max epochs {pc['max_epochs']}, scorer "
               f"{pc['scorer']}, best epoch {r['prune']['best_epoch']}, best validation loss "
               f"{_fmt(pc.get('best_val_loss'))}.", ""]
+    if r["prune"].get("scope"):
+        lines += [f"Pruned units: {r['prune']['scope']}.", ""]
     bud = pc.get("measured")
     if bud:
         lines += [budget_line(bud, pc), ""]
