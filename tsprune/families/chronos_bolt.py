@@ -313,8 +313,8 @@ class ChronosBolt(Family):
         heads = [prev[i] for i in shape.kv_heads] if shape.num_heads else []
         if isinstance(att, PrunedT5Attention) and att.mode == "const":
             new = att
-        elif stack == "decoder" and group.owner.endswith("SelfAttention"):
-            if group.owner.startswith("decoder.block.0."):
+        elif group.single_query:  # the decoder self-attentions (structure() marks them)
+            if group.constant:
                 new = PrunedT5Attention(att, "const", shape, [], self._start_token_attention(model, att))
             elif shape.num_heads == 0:
                 new = PrunedT5Attention(att, "const", shape, [])
