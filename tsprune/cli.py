@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--search-val-samples", type=int, default=2048)
     rp.add_argument("--lr", type=_floats("--lr"), help="fine-tuning lr grid (default: the family's)")
     rp.add_argument("--ft-train-samples", type=int, help="subsample fine-tuning windows (default: all)")
+    rp.add_argument("--ft-val-samples", type=int, default=4096,
+                    help="validation windows of fine-tuning, at the longest horizon (default: 4096)")
+    rp.add_argument("--split", default="auto", help="split of every dataset: 'ett', ratios like 0.7,0.1,0.2, "
+                    "or 'auto' (default): ett for a 20-month table, else 0.7,0.1,0.2")
     rp.add_argument("--baselines", default="seasonal_naive,dlinear,patchtst")
     rp.add_argument("--seed", type=int, default=0, help="seeds subsampling, batch order and baselines (default: 0)")
     rp.add_argument("--force", action="store_true", help="rerun datasets that already have results")
@@ -442,7 +446,7 @@ def _cmd_reproduce(a) -> int:
         context=a.context, out=a.out,
         search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,
                             calib_samples=a.search_calib_samples, val_samples=a.search_val_samples),
-        lrs=a.lr, ft_train_samples=a.ft_train_samples,
+        lrs=a.lr, ft_train_samples=a.ft_train_samples, ft_val_samples=a.ft_val_samples, split=a.split,
         baselines=tuple(b for b in a.baselines.split(",") if b), seed=a.seed, force=a.force,
         phases=tuple(p for p in a.phases.split(",") if p) if a.phases else None)
     from tsprune.safety import claim_dir  # lazy: keeps --help fast
