@@ -236,6 +236,26 @@ def test_score_to_budgets_nested_and_each_met(tiny):
     assert zeroed[loose] < zeroed[mid] < zeroed[tight]
 
 
+def test_unreachable_budgets_are_dropped_only_when_asked(tiny):
+    """A calibration ladder may reach below what the model can be pruned to (embeddings,
+    heads and norms stay): with drop_unreachable those budgets get None, the others their
+    plans, identical to a run without the unreachable ones."""
+    m, train, val = tiny
+    c, t = train.gather(torch.arange(1))
+    _, costs = _costs(m, forecast_profile(m, c.shape[1], t.shape[1]))
+    ok, below = _target(costs, "params", 0.5), _target(costs, "params", 0.0) / 2
+    asked = [f"params={ok}", f"params={below}"]
+    with pytest.raises(UserError, match="at least"):
+        score_to_budgets(m, train, val, PruneConfig(**FAST), asked, show_progress=False)
+    plan, none = score_to_budgets(m, train, val, PruneConfig(**FAST), asked, show_progress=False,
+                                  drop_unreachable=True)
+    alone, = score_to_budgets(m, train, val, PruneConfig(**FAST), asked[:1], show_progress=False)
+    assert none is None and plan.masks == alone.masks
+    with pytest.raises(UserError, match="at least"):  # nothing reachable: still an error
+        score_to_budgets(m, train, val, PruneConfig(**FAST), asked[1:], show_progress=False,
+                         drop_unreachable=True)
+
+
 @pytest.mark.parametrize("criterion", ["taylor", "magnitude"])
 @pytest.mark.parametrize("cost_aware", [True, False])
 def test_criteria_give_valid_plans(tiny, criterion, cost_aware):
@@ -336,3 +356,37 @@ def test_speedup_budget_reports_the_measured_speedup_of_the_exported_graph(tmp_p
     md = (out / "report.md").read_text()
     assert f"{sp['measured']:.2f}x" in md and "target 1.5x" in md
     assert not (out / "checkpoints").exists()  # the dense graph went with the checkpoints
+    # the FLOPs kept were calibrated on exported candidates, loosest first, until one was fast enough
+    from tsprune.export.calibrate import candidates
+    cal = rep["prune"]["calibration"]
+    tried = [t["candidate"] for t in cal["calibration"]]
+    assert tried == candidates(1.5)[:len(tried)]
+    assert all(t["speedup"] < 1.5 * 1.02 for t in cal["calibration"][:-1])
+    assert cal["met"] == any(t["speedup"] >= 1.5 for t in cal["calibration"])
+    assert rep["prune"]["config"]["budget"] == cal["candidate"]
+    assert rep["prune"]["budget"]["kept_flops"] <= Budget.parse(cal["candidate"]).fraction + 1e-9
+    assert "Speed-up calibration" in md and cal["candidate"] in md
+
+
+def test_calibration_stops_at_the_first_fast_enough_candidate_and_skips_unreachable_ones():
+    from tsprune.export.calibrate import calibrate, candidates
+    ladder = candidates(2.0)
+    assert ladder[0] == "flops=0.5" and all(Budget.parse(c).fraction < 0.5 for c in ladder[1:])
+    seen = []
+
+    def speed(c):  # a graph with fixed work: speed-up 1 / (0.3 + 0.7 x FLOPs kept)
+        seen.append(c)
+        return 1.0 / (0.3 + 0.7 * Budget.parse(c).fraction)
+
+    res = calibrate(2.0, [ladder[0], None, *ladder[2:]], speed)
+    assert seen[0] == ladder[0] and ladder[1] not in seen       # None: unreachable, never timed
+    assert res["met"] and res["candidate"] == seen[-1] and speed(seen[-1]) >= 2.0
+    assert all(t["speedup"] < 2.0 for t in res["calibration"][:-1])
+    res = calibrate(2.0, ladder, lambda c: 1.5 - abs(Budget.parse(c).fraction - 0.3))
+    assert not res["met"] and len(res["calibration"]) == len(ladder)
+    assert res["candidate"] == max(res["calibration"], key=lambda t: t["speedup"])["candidate"]
+    # a margin asks for a little more than the target
+    res = calibrate(2.0, ladder, lambda c: 2.01)
+    assert res["met"] and res["candidate"] == ladder[0]
+    res = calibrate(2.0, ladder, lambda c: 2.01, margin=0.02)
+    assert res["met"] and len(res["calibration"]) == len(ladder)

@@ -78,3 +78,26 @@ def test_bad_frontier_flags_are_one_line_errors(tiny_dir, csv_path, tmp_path, ex
     out = tmp_path / "bad"
     one_line_error(cli(*_args(tiny_dir, csv_path, out, *extra)), *needles)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_frontier_speedup_budget_is_calibrated_on_timed_graphs(tiny_dir, csv_path, tmp_path):
+    """speedup=S: the candidates of one scoring run (FLOPs 1/S x the calibration ladder) are
+    exported and timed against the dense graph, loosest first, until one is fast enough;
+    the point records what was tried, and its model is the chosen candidate's."""
+    from tsprune.export.calibrate import candidates
+    out = tmp_path / "S"
+    rc, _, err = cli(*_args(tiny_dir, csv_path, out, "--frontier", "speedup=1.3", "--no-paper-plan",
+                            "--no-int8", "--latency-batch", 8))
+    assert rc == 0, err
+    rep = json.loads((out / "frontier.json").read_text())
+    p, = rep["points"]
+    cal = rep["calibration"]["taylor_fisher"]["speedup=1.3"]
+    tried = cal["calibration"]
+    assert [t["candidate"] for t in tried] == candidates(1.3)[:len(tried)]
+    assert cal["met"] == any(t["speedup"] >= 1.3 for t in tried)
+    if cal["met"]:
+        assert cal["candidate"] == tried[-1]["candidate"] and all(t["speedup"] < 1.3 for t in tried[:-1])
+    plan = json.loads((out / cal["plan"]).read_text())
+    assert plan["params_pruned"] == p["params_count"]
+    assert not list((out / "graphs").glob("calib-*"))  # the timed candidates are not left behind

@@ -27,10 +27,12 @@ from tsprune import __version__
 from tsprune.atomic import check_out
 from tsprune.baselines import evaluate_forecaster, evaluate_seasonal_naive, train_dlinear
 from tsprune.data import DataConfig, prepare
-from tsprune.distributed import barrier, init_from_env, world
+from tsprune.distributed import barrier, broadcast_int, init_from_env, world
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluation import evaluate
 from tsprune.export import export_onnx
+from tsprune.export.calibrate import calibrate
+from tsprune.export.calibrate import candidates as speed_candidates
 from tsprune.export.profile import deployed_profile
 from tsprune.export.runtime import import_ort
 from tsprune.export.speed import interleaved_latency, speedups
@@ -39,6 +41,7 @@ from tsprune.phases import Phase, PhaseStore, run_job, run_phases
 from tsprune.progress import is_quiet, set_quiet
 from tsprune.prune import Plan, PruneConfig, apply, score
 from tsprune.prune.budget import Budget
+from tsprune.prune.to_budget import score_to_budgets
 from tsprune.report import forecast_samples, ort_latency, write_reports
 from tsprune.runlog import RunLog, log_to_file, log_to_stderr
 from tsprune.safety import check_run
@@ -270,7 +273,7 @@ def _finetuned_dense_eval(j: Job) -> dict:
 
 def _score(j: Job) -> dict:
     cfg = j.cfg
-    search_json = None
+    search_json, calibration = None, None
     if cfg.search is not None:
         res = search(j.model, j.train, j.val, cfg.prune, cfg.search, show_progress=j.show,
                      log=j.phase_log("search"))
@@ -280,12 +283,44 @@ def _score(j: Job) -> dict:
         if cfg.prune.budget is not None:  # FLOPs of the graph --export onnx writes (of the
             # model that is scored: the family may remove units first)
             profile = functools.partial(deployed_profile, context=cfg.data.context, horizon=cfg.data.horizon)
-        j.plan = score(j.model, j.train, j.val, cfg.prune, show_progress=j.show,
-                       log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile)
+        bud = Budget.parse(cfg.prune.budget) if cfg.prune.budget is not None else None
+        if bud is not None and bud.kind == "speedup":
+            j.plan, calibration = _score_to_speedup(j, bud.value, profile)
+        else:
+            j.plan = score(j.model, j.train, j.val, cfg.prune, show_progress=j.show,
+                           log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile)
     if not j.worker:
         j.plan.save(j.work / "plan.json")
         j.plan = Plan.load(j.work / "plan.json")
-    return {"search": search_json}
+    return {"search": search_json, **({"calibration": calibration} if calibration else {})}
+
+
+def _score_to_speedup(j: Job, target: float, profile) -> tuple[Plan, dict | None]:
+    """``--budget speedup=S`` is met in the exported graph: one scoring run stops at the
+    FLOPs ladder of tsprune.export.calibrate, and rank 0 times the candidates against the
+    dense graph (ONNX Runtime, batch 64, one thread, interleaved) until one is fast enough.
+    A 2% margin leaves room for timing noise in the final measurement (_onnx_latency)."""
+    cands = speed_candidates(target)
+    plans = score_to_budgets(j.model, j.train, j.val, j.cfg.prune, cands, show_progress=j.show,
+                             log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile,
+                             drop_unreachable=True)
+    by = dict(zip(cands, plans))
+    res = None
+    if not j.worker:
+        ctx, h = j.cfg.data.context, j.cfg.data.horizon
+        dense, cand = _dense_graph(j), j.work / "checkpoints" / "calibrate.onnx"
+
+        def measure(c: str) -> float:
+            export_onnx(apply(j.model, by[c]), cand, context=ctx, horizon=h, opset=j.cfg.opset, check=False)
+            lat = interleaved_latency({"dense": dense, "cand": cand}, context=ctx, batch=64, threads=1)
+            return speedups(lat, "dense")["cand"]
+
+        res = calibrate(target, [c if by[c] is not None else None for c in cands], measure, margin=0.02)
+        cand.unlink(missing_ok=True)
+        if j.phase_log("prune") is not None:
+            j.phase_log("prune")({"calibration": res})
+    pick = broadcast_int(cands.index(res["candidate"]) if res else 0)
+    return by[cands[pick]], res
 
 
 def _restore_plan(j: Job, _result) -> None:
@@ -405,15 +440,22 @@ def _measured_speedup(j: Job, target: float, batch: int = 64) -> dict:
     """A speed-up budget is met or not in the deployed graph, not in FLOPs: the dense model
     is exported the same way and both graphs are timed interleaved in ONNX Runtime (one
     intra-op thread, batch 64: the frontier's protocol, tsprune.export.speed)."""
-    dense = j.work / "checkpoints" / "dense.onnx"  # removed with checkpoints/ at the end
-    dense.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(j.model, dense, context=j.cfg.data.context, horizon=j.cfg.data.horizon,
-                opset=j.cfg.opset, check=False)
+    dense = _dense_graph(j)
     lat = interleaved_latency({"dense": dense, "pruned": j.work / "model.onnx"},
                               context=j.cfg.data.context, batch=batch, threads=1)
     got = speedups(lat, "dense")["pruned"]
     return {"target": target, "measured": round(got, 3), "met": got >= target, "batch": batch,
             "threads": 1, "dense_ms": lat["dense"]["median_ms"], "pruned_ms": lat["pruned"]["median_ms"]}
+
+
+def _dense_graph(j: Job) -> Path:
+    """The dense model exported as --export onnx would (removed with checkpoints/ at the end)."""
+    dense = j.work / "checkpoints" / "dense.onnx"
+    if not dense.exists():
+        dense.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(j.model, dense, context=j.cfg.data.context, horizon=j.cfg.data.horizon,
+                    opset=j.cfg.opset, check=False)
+    return dense
 
 
 def _wants_dense(j: Job) -> bool:
@@ -519,7 +561,8 @@ def _report(j: Job, timings: dict) -> dict:
                   "scope": j.model.family.prune_scope(j.model.module),
                   "history": plan.history, "extra": plan.extra,
                   "budget": plan.config.get("measured"),
-                  "speedup": (r.get("onnx_latency") or {}).get("speedup")},
+                  "speedup": (r.get("onnx_latency") or {}).get("speedup"),
+                  "calibration": r["score"].get("calibration")},
         "finetune": {"pruned": ft, "dense": r.get("finetune_dense")},
         "recovery": _recovery(cfg, r.get("teacher"), ft),
         "structure": {"dense": j.model.describe(), "pruned": pruned.describe()},

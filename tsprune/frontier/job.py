@@ -14,7 +14,7 @@ The job is a declaration of phases (tsprune.phases), so it resumes like `reprodu
 A speed-up budget is met as measured, not as assumed: the engine prunes to the FLOPs
 fraction 1/S first; when the exported graph's measured speed-up (interleaved ONNX Runtime
 timing at --latency-batch, --latency-threads) falls short, the next tighter candidate of
-the same scoring run is tried (FLOPs x 0.87, 0.75, 0.65, 0.55). Params and FLOPs budgets
+the same scoring run is tried (tsprune.export.calibrate: FLOPs x 0.87, 0.75, ... 0.35). Params and FLOPs budgets
 are met exactly by the engine and need no calibration.
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ from pathlib import Path
 
 from tsprune.errors import bad_arg
 from tsprune.export import export_onnx
+from tsprune.export.calibrate import calibrate
+from tsprune.export.calibrate import candidates as speed_candidates
 from tsprune.export.profile import deployed_profile
 from tsprune.export.speed import interleaved_latency, speedups
 from tsprune.export.variants import quantize_int8
@@ -45,8 +47,6 @@ from tsprune.train import finetune
 from .report import build_report, write_report
 from .select import parse_pick
 
-#: FLOPs multipliers tried in turn for a speed-up budget S (FLOPs kept = factor / S)
-CALIBRATION = (1.0, 0.87, 0.75, 0.65, 0.55)
 CRITERIA = ("taylor_fisher", "taylor", "magnitude")
 RECOVERIES = ("finetune", "distill")
 
@@ -158,7 +158,7 @@ def _candidates(fc: FrontierConfig) -> list[str]:
     out: list[str] = []
     for b in map(Budget.parse, fc.budgets):
         if b.kind == "speedup":
-            out += [str(Budget("flops", round(f / b.value, 6))) for f in CALIBRATION if f / b.value < 1]
+            out += speed_candidates(b.value)
         else:
             out.append(str(b))
     return sorted(set(out), key=lambda s: -Budget.parse(s).fraction)
@@ -172,11 +172,14 @@ def _plans(criterion: str):
                                  log=j.phase_log(f"plans_{criterion}"),
                                  checkpoint=j.checkpoint(f"plans_{criterion}"),
                                  profile=functools.partial(deployed_profile, context=j.context,
-                                                           horizon=j.cfg.data.horizon))
+                                                           horizon=j.cfg.data.horizon),
+                                 drop_unreachable=True)
         d = j.work / "plans" / criterion
         d.mkdir(parents=True, exist_ok=True)
         out = {}
         for c, plan in zip(cands, plans):
+            if plan is None:  # tighter than the model can be pruned (a calibration step)
+                continue
             plan.save(d / f"{_slug(c)}.json")
             out[c] = f"plans/{criterion}/{_slug(c)}.json"
         return out
@@ -187,30 +190,25 @@ def _calibrate(criterion: str):
     def run(j: FrontierJob) -> dict:
         plans = j.results[f"plans[{criterion}]"]
         dense = j.results["dense_graphs"]["fp32"]
-        chosen: dict = {}
         measured: dict[str, float] = {}  # candidate -> speed-up (each candidate timed once)
+
+        def measure(cand: str) -> float:
+            if cand not in measured:
+                model = apply(j.model, Plan.load(j.work / plans[cand]))
+                g = _export(j, model, f"calib-{criterion}-{_slug(cand)}", check=False)
+                lat = interleaved_latency({"dense": j.work / dense, "cand": j.work / g["fp32"]},
+                                          context=j.context, batch=j.fc.latency_batch,
+                                          threads=j.fc.threads, rounds=j.fc.latency_rounds)
+                measured[cand] = speedups(lat, "dense")["cand"]
+            return measured[cand]
+
+        chosen: dict = {}
         for b in map(Budget.parse, j.fc.budgets):
             if b.kind != "speedup":
                 chosen[str(b)] = {"candidate": str(b), "plan": plans[str(b)]}
                 continue
-            tried = []
-            for f in CALIBRATION:
-                cand = str(Budget("flops", round(f / b.value, 6))) if f / b.value < 1 else None
-                if cand is None:
-                    continue
-                if cand not in measured:
-                    model = apply(j.model, Plan.load(j.work / plans[cand]))
-                    g = _export(j, model, f"calib-{criterion}-{_slug(cand)}", check=False)
-                    lat = interleaved_latency({"dense": j.work / dense, "cand": j.work / g["fp32"]},
-                                              context=j.context, batch=j.fc.latency_batch,
-                                              threads=j.fc.threads, rounds=j.fc.latency_rounds)
-                    measured[cand] = speedups(lat, "dense")["cand"]
-                tried.append({"candidate": cand, "speedup": measured[cand]})
-                if measured[cand] >= b.value:
-                    break
-            best = tried[-1]
-            chosen[str(b)] = {"candidate": best["candidate"], "plan": plans[best["candidate"]],
-                              "calibration": tried, "met": best["speedup"] >= b.value}
+            res = calibrate(b.value, [c if plans.get(c) else None for c in speed_candidates(b.value)], measure)
+            chosen[str(b)] = {**res, "plan": plans[res["candidate"]]}
         for p in (j.work / "graphs").glob("calib-*"):
             p.unlink()
         return chosen

@@ -124,7 +124,8 @@ def _importance(cfg, masks: MaskSet, module):
 
 
 def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = True, log=None,
-                     checkpoint=None, profile: "FlopProfile | Callable[..., FlopProfile] | None" = None) -> list[Plan]:
+                     checkpoint=None, profile: "FlopProfile | Callable[..., FlopProfile] | None" = None,
+                     drop_unreachable: bool = False) -> list[Plan | None]:
     """Prune ``model`` progressively down to each of ``budgets`` (Budget or "params=0.4"
     strings, all of one measure) in one scoring run; returns one Plan per budget, in the
     order given. ``cfg`` is a PruneConfig (its budget field is ignored here).
@@ -136,8 +137,11 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     profile); default: the family's own forecast at the training windows' context and
     horizon. Budget fractions are always fractions of the model given.
     checkpoint: a directory; the state is saved after every step and an interrupted run
-    continues from its last step."""
+    continues from its last step.
+    drop_unreachable: a budget below what the model can be pruned to (embeddings, heads and
+    norms stay) gets None instead of an error, as long as one budget is reachable."""
     budgets = [Budget.parse(b) for b in budgets]
+    asked_budgets = budgets
     if not budgets:
         raise ValueError("score_to_budgets: no budget given")
     kinds = {b.measure for b in budgets}
@@ -183,6 +187,9 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
     if hidden is not None:  # one residual channel always stays
         floor_masks.m_hidden[0] = 1.0
     floor = costs.measure(floor_masks).get(kind)
+    if drop_unreachable and any(floor <= math.floor(b.fraction * dense) for b in budgets):
+        budgets = [b for b in budgets if floor <= math.floor(b.fraction * dense)]
+        targets = sorted(range(len(budgets)), key=lambda i: -budgets[i].fraction)
     tight = budgets[targets[-1]]
     if floor > math.floor(tight.fraction * dense):
         raise bad_arg("--budget", str(tight), f"a kept {kind} fraction of at least {floor / dense:.4f} for this "
@@ -390,7 +397,8 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
                           params_pruned=info["params"], config=conf,
                           history=history[: sn["history_len"]], best_epoch=info["epoch"],
                           extra=extra or {}))
-    return plans
+    by_budget = dict(zip(map(str, budgets), plans))
+    return [by_budget.get(str(b)) for b in asked_budgets]
 
 
 __all__ = ["score_to_budgets"]

@@ -211,6 +211,9 @@ def prune_section(r: dict) -> str:
         if cfg.get("measured"):
             from .writer import budget_line  # lazy: import cycle (writer imports this module)
             out.append(f'<p class="note">{escape(budget_line(cfg["measured"], cfg))}</p>')
+        if pr.get("calibration"):
+            from .writer import calibration_line  # lazy: import cycle (writer imports this module)
+            out.append(f'<p class="note">{escape(calibration_line(pr["calibration"]))}</p>')
         if pr.get("speedup"):
             from .writer import speedup_line  # lazy: import cycle (writer imports this module)
             out.append(f'<p class="note">{escape(speedup_line(pr["speedup"]))}</p>')

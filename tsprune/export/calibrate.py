@@ -1,0 +1,46 @@
+"""Meeting a speed-up budget as measured, not as assumed.
+
+A budget ``speedup=S`` first prunes to the FLOPs fraction 1/S. FLOPs are not time: fixed
+per-block work (norms, reshapes, the patch embedding, the rollout) does not shrink with
+the matrices, so the exported graph is often slower than the FLOPs ratio promises. The
+scoring run therefore stops at a ladder of tighter FLOPs fractions as well (``STEPS``: 1/S
+x 1.0, 0.87, ... 0.35; the ones below what the model can be pruned to are left out), and
+the candidates are exported and timed against the dense graph in turn until one meets S.
+
+``calibrate`` is the search; the caller says how a candidate is timed (tsprune.pipeline for
+`tsprune prune --budget speedup=S`, tsprune.frontier for every speed-up of a frontier).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from tsprune.prune.budget import Budget
+
+#: FLOPs multipliers tried in turn for a speed-up budget S (FLOPs kept = factor / S)
+STEPS = (1.0, 0.87, 0.75, 0.65, 0.55, 0.45, 0.35)
+
+
+def candidates(target: float) -> list[str]:
+    """The FLOPs budgets a scoring run must stop at for ``speedup=target``, loosest first."""
+    return [str(Budget("flops", round(f / target, 6))) for f in STEPS if f / target < 1]
+
+
+def calibrate(target: float, cands: list[str], measure: Callable[[str], float], *,
+              margin: float = 0.0) -> dict:
+    """Time the candidates (FLOPs budgets, loosest first; None = unreachable, skipped) with
+    ``measure(candidate) -> speed-up`` until one reaches ``target * (1 + margin)``.
+
+    Returns {"candidate": the chosen one, "calibration": [{"candidate", "speedup"}, ...]
+    as tried, "met": bool}. When none is fast enough the fastest is chosen and met is False
+    (the model cannot be made that fast by these units alone: the caller says so)."""
+    tried: list[dict] = []
+    for cand in cands:
+        if cand is None:
+            continue
+        tried.append({"candidate": cand, "speedup": round(float(measure(cand)), 4)})
+        if tried[-1]["speedup"] >= target * (1.0 + margin):
+            return {"candidate": cand, "calibration": tried, "met": True}
+    if not tried:
+        raise ValueError(f"calibrate: no reachable candidate for speedup={target:g}")
+    best = max(tried, key=lambda t: t["speedup"])
+    return {"candidate": best["candidate"], "calibration": tried, "met": best["speedup"] >= target}
