@@ -45,6 +45,15 @@ def test_reproduce_small(tmp_path):
     assert len(out["transfer"]) == 1
     s = json.loads((tmp_path / "res" / "accuracy.json").read_text())["summary"]
     assert s["n"] == 4
+    assert "--split 0.7,0.1,0.2" in md and "--ft-val-samples 64" in md
+    # both arms validated the rolled-out forecast at the longest horizon
+    assert r["finetune_dense"]["val_horizon"] == r["finetune_pruned"]["val_horizon"] == 48
+    # every cell where fine-tuning lost to zero-shot is named, and no other
+    worse = {(c["dataset"], c["horizon"], c["arm"]) for c in s["worse_than_zero_shot"]}
+    assert worse == {(name, h, arm) for name, rr in out["results"].items() for h in (24, 48)
+                     for arm in ("finetuned_dense", "pruned_finetuned")
+                     if rr[arm][str(h)]["mse"] > rr["zero_shot"][str(h)]["mse"]}
+    assert "fine-tuning is never worse than zero-shot at any horizon: **" + ("no" if worse else "yes") in md
     # a rerun skips finished datasets
     again = run(rc, log=lambda m: None)
     assert again["results"][paths[0]]["timings"] == r["timings"]
