@@ -66,3 +66,6 @@ def test_interleaved_latency_times_every_graph_equally(tmp_path):
     assert lat["big"]["runs"] == lat["small"]["runs"] == lat["_setup"]["rounds"] == 5
     s = speedups(lat, "big")
     assert s["big"] == 1.0 and s["small"] > 1.0 and "_setup" not in s
+    # by default the fastest runs are compared (robust to other processes); medians on request
+    assert s["small"] == round(lat["big"]["min_ms"] / lat["small"]["min_ms"], 4)
+    assert speedups(lat, "big", "median_ms")["small"] == round(lat["big"]["median_ms"] / lat["small"]["median_ms"], 4)

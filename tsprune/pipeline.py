@@ -445,7 +445,7 @@ def _measured_speedup(j: Job, target: float, batch: int = 64) -> dict:
                               context=j.cfg.data.context, batch=batch, threads=1)
     got = speedups(lat, "dense")["pruned"]
     return {"target": target, "measured": round(got, 3), "met": got >= target, "batch": batch,
-            "threads": 1, "dense_ms": lat["dense"]["median_ms"], "pruned_ms": lat["pruned"]["median_ms"]}
+            "threads": 1, "dense_ms": lat["dense"]["min_ms"], "pruned_ms": lat["pruned"]["min_ms"], "stat": "fastest run"}
 
 
 def _dense_graph(j: Job) -> Path:

@@ -24,6 +24,10 @@ def _flops_ratio(rep: dict, p: dict) -> float | None:
     return 1.0 / float(cand.split("=")[1]) if cand.startswith("flops=") else None
 
 
+def _x(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+")
@@ -45,7 +49,7 @@ def main(argv=None) -> int:
             rel = p["mse"] / ft - 1
             rows.append(f"| {ds} | {p['name']} | {p['params']:.1%} | {p['speedup']:.2f}x | "
                         f"{'-' if fr is None else f'{fr:.2f}x'} | {'-' if eff is None else f'{eff:.2f}'} | "
-                        f"{p.get('speedup_fp32/b1', 0):.2f}x | {p.get('speedup_int8/b64') or 0:.2f}x | "
+                        f"{_x(p.get('speedup_fp32/b1'))} | {_x(p.get('speedup_int8/b64'))} | "
                         f"{p['mse']:.4f} | {ft:.4f} | {rel:+.1%} | {'*' if p['pareto'] else ''} |")
             for s in best:
                 if p["speedup"] >= s and (best[s] is None or rel < best[s]):

@@ -71,8 +71,9 @@ def markdown(rep: dict) -> str:
     lines = [f"# Frontier: {rep['model']} ({rep['family']}) on {Path(rep['data']['path']).name}", "",
              f"Command: `{rep['command']}`", "",
              f"Horizon {rep['data']['horizon']}, context {rep['data']['context']}, "
-             f"{rep['data']['test_windows']} test windows. Speed-up: median ONNX Runtime latency of "
-             f"the dense graph over the pruned graph's, {rep['speedup_measure']['threads']} thread(s), "
+             f"{rep['data']['test_windows']} test windows. Speed-up: ONNX Runtime latency of the "
+             f"dense graph over the pruned graph's, fastest run of each (robust to other processes; "
+             f"latencies below are medians), {rep['speedup_measure']['threads']} thread(s), "
              f"interleaved (at least {rep['speedup_measure']['rounds']} rounds and 3 s per batch size), "
              f"{key} for the Pareto set.", "",
              f"Dense: {d['params']:,} params; test MSE zero-shot {_f(_mse(d['zero_shot']))}, "
