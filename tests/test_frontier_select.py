@@ -66,6 +66,10 @@ def test_interleaved_latency_times_every_graph_equally(tmp_path):
     assert lat["big"]["runs"] == lat["small"]["runs"] == lat["_setup"]["rounds"] == 5
     s = speedups(lat, "big")
     assert s["big"] == 1.0 and s["small"] > 1.0 and "_setup" not in s
-    # by default the fastest runs are compared (robust to other processes); medians on request
-    assert s["small"] == round(lat["big"]["min_ms"] / lat["small"]["min_ms"], 4)
+    # one thread on the CPU provider: median CPU time per run (not slowed by other processes);
+    # wall medians on request, and by default with more threads (CPU time sums over threads)
+    assert lat["small"]["cpu_median_ms"] > 0
+    assert s["small"] == round(lat["big"]["cpu_median_ms"] / lat["small"]["cpu_median_ms"], 4)
     assert speedups(lat, "big", "median_ms")["small"] == round(lat["big"]["median_ms"] / lat["small"]["median_ms"], 4)
+    two = {**lat, "_setup": {**lat["_setup"], "threads": 2}}
+    assert speedups(two, "big") == speedups(lat, "big", "median_ms")

@@ -66,7 +66,7 @@ class FrontierConfig:
     latency_batch: int = 64
     threads: int = 1
     int8: bool = True
-    latency_rounds: int = 15
+    latency_rounds: int = 30
     paper: bool = True
 
     def __post_init__(self):

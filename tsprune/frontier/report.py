@@ -7,6 +7,8 @@ import json
 import platform
 from pathlib import Path
 
+from tsprune.export.speed import speedup_stat
+
 from .select import parse_pick, pareto, pick
 
 
@@ -50,6 +52,7 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
                  "test_stride": fc.run.data.test_stride},
         "budgets": list(fc.budgets), "criteria": list(fc.criteria), "recoveries": list(fc.recoveries),
         "speedup_measure": {"key": main_key, "threads": fc.threads, "rounds": fc.latency_rounds,
+                            "stat": speedup_stat(lat[main_key]["latency"]) if main_key in lat else None,
                             "provider": "CPUExecutionProvider", "interleaved": True},
         "dense": {"params": j.model.num_params(), "zero_shot": refs["dense_zs"],
                   "finetuned": refs["dense_ft"], "latency_ms": dense_ms},
@@ -72,8 +75,8 @@ def markdown(rep: dict) -> str:
              f"Command: `{rep['command']}`", "",
              f"Horizon {rep['data']['horizon']}, context {rep['data']['context']}, "
              f"{rep['data']['test_windows']} test windows. Speed-up: ONNX Runtime latency of the "
-             f"dense graph over the pruned graph's, fastest run of each (robust to other processes; "
-             f"latencies below are medians), {rep['speedup_measure']['threads']} thread(s), "
+             f"dense graph over the pruned graph's (median CPU time per run at one thread, which other "
+             f"processes cannot inflate; wall medians otherwise; latencies below are wall medians), {rep['speedup_measure']['threads']} thread(s), "
              f"interleaved (at least {rep['speedup_measure']['rounds']} rounds and 3 s per batch size), "
              f"{key} for the Pareto set.", "",
              f"Dense: {d['params']:,} params; test MSE zero-shot {_f(_mse(d['zero_shot']))}, "
