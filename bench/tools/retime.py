@@ -31,7 +31,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"retime: no dense.onnx in {run / 'graphs'}")
     cpu, median = {}, {}
     for i in range(a.passes):
-        lat = interleaved_latency(graphs, context=rep["data"]["context"], batch=a.batch, seed=i)
+        lat = interleaved_latency(graphs, context=rep["data"]["context"], batch=a.batch, rounds=30, seed=i)
         for k, v in speedups(lat, "dense").items():
             cpu.setdefault(k, []).append(v)
         for k, v in speedups(lat, "dense", "median_ms").items():
