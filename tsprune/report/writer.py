@@ -178,8 +178,9 @@ def calibration_line(cal: dict) -> str:
     """One sentence on how a speed-up budget chose the FLOPs kept (tsprune.export.calibrate)."""
     tried = ", ".join(f"{t['candidate']} {t['speedup']:.2f}x" for t in cal["calibration"])
     end = (f"chose {cal['candidate']}" if cal["met"] else
-           f"none was fast enough: chose the fastest, {cal['candidate']} (these units alone cannot make "
-           f"this model that fast; --prune-hidden or --drop-blocks remove fixed work too)")
+           f"none was fast enough: chose the fastest, {cal['candidate']} (the units pruned cannot remove "
+           f"the rest of this model's work; where the family has them, --prune-hidden and --drop-blocks "
+           f"remove more: docs/families.md)")
     return f"Speed-up calibration (candidates exported and timed against the dense graph): {tried}; {end}."
 
 
