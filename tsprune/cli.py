@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--search-emas", type=_floats("--search-emas"), default=(0.2, 0.5, 0.8))
     rp.add_argument("--search-calib-samples", type=int, default=8192)
     rp.add_argument("--search-val-samples", type=int, default=2048)
-    rp.add_argument("--lr", type=_floats("--lr"), help="fine-tuning lr grid (default: the family's)")
+    rp.add_argument("--lr", type=_floats("--lr"), help="fine-tuning lr grid (default: as `tsprune prune`, "
+                    "the family's grid extended to 10x its largest rate)")
     rp.add_argument("--ft-train-samples", type=int, help="subsample fine-tuning windows (default: all)")
     rp.add_argument("--ft-val-samples", type=int, default=4096,
                     help="validation windows of fine-tuning, at the longest horizon (default: 4096)")

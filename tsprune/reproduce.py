@@ -32,6 +32,7 @@ from tsprune.prune import Plan, PruneConfig, apply
 from tsprune.reproduce_report import write_accuracy_report
 from tsprune.search import SearchConfig, search
 from tsprune.train import FinetuneConfig, finetune
+from tsprune.train.lr_grid import default_lr_grid
 
 HORIZONS = (96, 192, 336, 720)
 # the phases a user may name in --phases (PHASE_LIST below declares them, in run order)
@@ -127,7 +128,7 @@ def _setup(j: DatasetJob) -> None:
     # fine-tuning validates the rolled-out forecast at the longest horizon asked for (both arms
     # alike), so that a model which overshoots at h720 is not kept for its h96 patch
     j.ft_val = j.data.windows("val", horizon=H)
-    j.ft_cfg = FinetuneConfig(lr=cfg.lrs or tuple(fam.lr_grid), train_samples=cfg.ft_train_samples,
+    j.ft_cfg = FinetuneConfig(lr=cfg.lrs or default_lr_grid(fam), train_samples=cfg.ft_train_samples,
                               val_samples=cfg.ft_val_samples, seed=cfg.seed)
 
 
