@@ -108,9 +108,9 @@ class DatasetJob:
         return evaluate_horizons(model, self.data, horizons, desc=desc, show_progress=self.show)
 
 
-def _ft_json(r, val_horizon: int) -> dict:
+def _ft_json(r) -> dict:
     return {"lr": r.lr, "trials": r.trials, "val_loss": r.val_loss, "val_loss_before": r.val_loss_before,
-            "val_horizon": val_horizon}
+            "val_horizon": r.val_horizon}
 
 
 def _setup(j: DatasetJob) -> None:
@@ -139,7 +139,7 @@ def _zero_shot(j: DatasetJob) -> dict:
 def _finetune_dense(j: DatasetJob) -> dict:
     dense = j.model.clone()
     ftd = finetune(dense, j.train, j.ft_val, j.ft_cfg, show_progress=j.show)
-    return {"ft": _ft_json(ftd, j.ft_val.horizon), "metrics": j.eval_all(dense, j.cfg.horizons, "fine-tuned dense")}
+    return {"ft": _ft_json(ftd), "metrics": j.eval_all(dense, j.cfg.horizons, "fine-tuned dense")}
 
 
 def _search(j: DatasetJob) -> dict:
@@ -162,7 +162,7 @@ def _pruned_eval(j: DatasetJob) -> dict:
 def _finetune_pruned(j: DatasetJob) -> dict:
     ftp = finetune(j.pruned, j.train, j.ft_val, j.ft_cfg, show_progress=j.show)
     j.pruned.save(j.model_dir)
-    return {"ft": _ft_json(ftp, j.ft_val.horizon), "metrics": j.eval_all(j.pruned, j.cfg.horizons, "pruned+fine-tuned")}
+    return {"ft": _ft_json(ftp), "metrics": j.eval_all(j.pruned, j.cfg.horizons, "pruned+fine-tuned")}
 
 
 def _seasonal_naive(j: DatasetJob) -> dict:
