@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also prune the hidden (residual-stream) width: one mask over the model's "
                         "d_model channels, ranked with heads, V dims and FFN neurons and sliced from "
                         "every layer at once (TimesFM 2.5 and 2.0, PatchTST, Timer-XL; see docs/families.md)")
+    p.add_argument("--align", type=int, default=1, metavar="N",
+                   help="with --budget or --frontier, round every kept FFN width to a multiple of N, the "
+                        "budget still met (16: ONNX Runtime's CPU GEMM block; default: 1, no rounding)")
     p.add_argument("--frontier", metavar="BUDGETS",
                    help="one pruned, recovered and exported model per budget (e.g. speedup=1.5,2,3,4 or "
                         "params=0.5,0.3), each measured (test MSE/MAE, ONNX Runtime latency at batch 1 and "
@@ -290,7 +293,7 @@ def prune_config(a):
                           scorer=a.scorer, seed=a.seed, expert_threshold=a.expert_threshold,
                           budget=a.budget, criterion=a.criterion, cost_aware=a.cost_aware,
                           drop_blocks=a.drop_blocks, depth_criterion=a.depth_criterion,
-                          hidden=a.hidden),
+                          hidden=a.hidden, align=a.align),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
                                 patience=a.patience, val_every=a.val_every, time_budget_s=a.time_budget_s,
@@ -339,6 +342,8 @@ def _cmd_prune(a) -> int:
         return _cmd_frontier(a)
     if a.pick is not None:
         raise bad_arg("--pick", a.pick, "only with --frontier")
+    if a.align != 1 and a.budget is None:
+        raise bad_arg("--align", a.align, "1 without --budget or --frontier (widths are rounded under a budget only)")
     if a.recover == "both":
         raise bad_arg("--recover", "both", "finetune or distill (both: only with --frontier)")
     r = run(prune_config(a))

@@ -67,6 +67,9 @@ class PruneConfig:
     hidden: also prune the hidden width: one mask over the residual stream's channels,
       scored like the others and ranked in the same pool (tsprune.prune.width); a family
       that cannot raises a UserError when scoring starts.
+    align: under a budget, round every kept FFN width to a multiple of this (1: off; 16 is
+      ONNX Runtime's CPU GEMM block here, bench/tools/gemm_steps.py), the budget still met
+      (tsprune.prune.align).
     """
 
     ratio: float | None = None
@@ -88,6 +91,7 @@ class PruneConfig:
     criterion: str = "taylor_fisher"
     cost_aware: bool = True
     hidden: bool = False
+    align: int = 1
 
     def __post_init__(self):
         if not isinstance(self.hidden, bool):
@@ -115,6 +119,8 @@ class PruneConfig:
             raise bad_arg("--drop-blocks", self.drop_blocks, "an integer >= 0, below the model's number of blocks")
         if self.depth_criterion not in ("measured", "fisher"):
             raise bad_arg("--depth-criterion", self.depth_criterion, "'measured' or 'fisher'")
+        if isinstance(self.align, bool) or not isinstance(self.align, int) or self.align < 1:
+            raise bad_arg("--align", self.align, "an integer >= 1 (1: no rounding)")
         if self.budget is not None:
             object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
         if self.criterion not in CRITERIA:

@@ -24,9 +24,13 @@ gradients, the importance EMA over mini-batches, one global pool), or another cr
     fraction lands within that step below the target.
   * validation: the masked model's validation loss is recorded after every epoch and at
     every budget; it does not stop pruning.
+  * alignment (cfg.align > 1): each budget's plan has its FFN widths rounded to multiples
+    of cfg.align, the budget still met (tsprune.prune.align); scoring continues from the
+    unrounded masks, so plans nest up to that rounding.
 
 Several budgets of one measure (score_to_budgets) are met in one run, loosest first; each
-plan is a snapshot, so a tighter plan zeroes a superset of a looser one's units.
+plan is a snapshot, so a tighter plan zeroes a superset of a looser one's units (without
+alignment).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from tsprune.errors import bad_arg
 from tsprune.progress import progress
 from tsprune.state import save_state
 
+from .align import align_ffn_widths
 from .budget import Budget, Cost, CostModel, FlopProfile, forecast_profile
 from .criteria import MagnitudeImportance, TaylorImportance
 from .engine import (Importance, _load_masks, _masks_state, coupled_qk, masked_loss, pre_prune, resumed_state,
@@ -113,6 +118,19 @@ class _Pool:
                     m = masks.get(*k)
                     m[ii.to(m.device)] = value
         return int(sel.numel())
+
+
+def _on(masks: MaskSet, like: MaskSet) -> MaskSet:
+    """``masks`` with every tensor on the device of ``like``'s."""
+    if masks is like:
+        return masks
+    out = masks.clone()
+    for d, ref in ((out.m_in, like.m_in), (out.m_out, like.m_out)):
+        for k in d:
+            d[k] = d[k].to(ref[k].device)
+    if out.m_hidden is not None:
+        out.m_hidden = out.m_hidden.to(like.m_hidden.device)
+    return out
 
 
 def _importance(cfg, masks: MaskSet, module):
@@ -237,18 +255,23 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
 
     def snapshot(i: int, epoch: int) -> None:
         b = budgets[i]
-        m = costs.measure(masks)
+        out, aligned = masks, None
+        if cfg.align > 1:  # the plan's widths rounded; scoring goes on from the unrounded masks
+            out, aligned = align_ffn_widths(masks, costs, imp, kind, math.floor(b.fraction * dense), cfg.align)
+        m = costs.measure(out)
         frac = costs.fraction(m)
-        v = masked_loss(model, masks, val)
+        v = masked_loss(model, _on(out, masks), val)
         info = {"budget": str(b), "measure": kind, "target": b.fraction, "kept_params": frac["params"],
                 "kept_flops": frac["flops"], "params": m.params, "params_dense": costs.dense().params,
                 "flops": m.flops, "flops_dense": costs.dense().flops, "val_loss": v,
                 "epoch": epoch + 1, "step": global_step + 1,
                 "profile": {"source": profile.source, "context": profile.context, "horizon": profile.horizon}}
+        if aligned is not None:
+            info["align"] = aligned
         record({"epoch": epoch + 1, "budget": str(b), "val_loss": v, "sparsity": 1.0 - frac["params"],
                 "kept_params": frac["params"], "kept_flops": frac["flops"],
-                "alive_channels": masks.alive(), "time_s": round(time.time() - t0, 2)})
-        snaps[i] = {"masks": masks.to_json(), "info": info, "history_len": len(history)}
+                "alive_channels": out.alive(), "time_s": round(time.time() - t0, 2)})
+        snaps[i] = {"masks": out.to_json(), "info": info, "history_len": len(history)}
 
     def restore(target: int, pool: _Pool) -> int:
         """Give back units zeroed since ``base``, most valuable first, while the budget holds."""
