@@ -102,3 +102,14 @@ def test_align_must_be_a_positive_integer_and_needs_a_budget(tmp_path):
             PruneConfig(align=bad)
     one_line_error(cli("prune", "--out", tmp_path / "out", "--align", "16"), "--align")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_report_says_how_widths_were_rounded():
+    from tsprune.report.writer import budget_line
+    bud = {"budget": "flops=0.5", "measure": "flops", "kept_params": 0.6, "kept_flops": 0.49,
+           "profile": {"source": "optimized graph", "context": 512, "horizon": 96},
+           "align": {"multiple": 16, "rounded_down": 2, "rounded_up": 1, "widths": [[81, 96], [85, 80], [32, 32]]}}
+    line = budget_line(bud, {"criterion": "taylor_fisher"})
+    assert "multiples of 16 (2 down, 1 up; kept neurons per block: 81->96, 85->80, 32)" in line
+    del bud["align"]
+    assert "multiples" not in budget_line(bud, {"criterion": "taylor_fisher"})

@@ -203,4 +203,12 @@ def budget_line(bud: dict, pc: dict) -> str:
             f"{'cost-aware' if pc.get('cost_aware', True) else 'by importance alone'}): kept parameters "
             f"{bud['kept_params']:.4f}{flops} of the dense model (FLOPs of one forecast, "
             f"{(bud.get('profile') or {}).get('source')}, context {(bud.get('profile') or {}).get('context')}, "
-            f"horizon {(bud.get('profile') or {}).get('horizon')}).")
+            f"horizon {(bud.get('profile') or {}).get('horizon')})." + _align_text(bud.get("align")))
+
+
+def _align_text(al: dict | None) -> str:
+    if not al:
+        return ""
+    w = ", ".join(f"{a}->{b}" if a != b else str(a) for a, b in al["widths"])
+    return (f" FFN widths rounded to multiples of {al['multiple']} ({al['rounded_down']} down, "
+            f"{al['rounded_up']} up; kept neurons per block: {w}).")
