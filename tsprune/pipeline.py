@@ -35,7 +35,7 @@ from tsprune.export.calibrate import calibrate
 from tsprune.export.calibrate import candidates as speed_candidates
 from tsprune.export.profile import deployed_profile
 from tsprune.export.runtime import import_ort
-from tsprune.export.speed import interleaved_latency, speedup_stat, speedups
+from tsprune.export.speed import interleaved_latency, speedup_of, speedup_stat, speedups
 from tsprune.model import load, resolve
 from tsprune.phases import Phase, PhaseStore, run_job, run_phases
 from tsprune.progress import is_quiet, set_quiet
@@ -316,9 +316,7 @@ def _score_to_speedup(j: Job, target: float, profile) -> tuple[Plan, dict | None
 
         def measure(c: str) -> float:
             export_onnx(apply(j.model, by[c]), cand, context=ctx, horizon=h, opset=j.cfg.opset, check=False)
-            lat = interleaved_latency({"dense": dense, "cand": cand}, context=ctx, batch=64, threads=1,
-                                      rounds=SPEED_ROUNDS)
-            return speedups(lat, "dense")["cand"]
+            return speedup_of(cand, dense, context=ctx, batch=64, threads=1, rounds=SPEED_ROUNDS)
 
         res = calibrate(target, [c if by[c] is not None else None for c in cands], measure, margin=0.02)
         cand.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
     interleaved_latency({"dense": "d.onnx", "p1": "p1.onnx"}, context=512, batch=64)
     -> {"dense": {"median_ms", "min_ms", "runs"}, "p1": {...}, "_setup": {...}}
     speedups(lat, "dense") -> {"p1": 2.4}      (ratio of median CPU times at one thread: see speedups)
+    speedup_of("p1.onnx", "d.onnx", context=512, batch=64) -> 2.4   (one graph against the dense one)
 
 Interleaved timing: every round runs each graph once, in an order shuffled per round, so
 that a machine that slows down or speeds up (other processes, frequency scaling, a
@@ -90,3 +91,12 @@ def speedups(latency: dict, reference: str, stat: str | None = None) -> dict[str
     ref = latency[reference][stat]
     return {k: round(ref / v[stat], 4) for k, v in latency.items()
             if not k.startswith("_") and v[stat] > 0}
+
+
+def speedup_of(graph: str | Path, dense: str | Path, *, context: int, batch: int, threads: int = 1,
+               rounds: int = 30) -> float:
+    """The speed-up of one graph against the dense graph, timed interleaved (a calibration
+    candidate: tsprune.export.calibrate)."""
+    lat = interleaved_latency({"dense": dense, "cand": graph}, context=context, batch=batch, threads=threads,
+                              rounds=rounds)
+    return speedups(lat, "dense")["cand"]

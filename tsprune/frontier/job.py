@@ -32,7 +32,7 @@ from tsprune.export import export_onnx
 from tsprune.export.calibrate import calibrate
 from tsprune.export.calibrate import candidates as speed_candidates
 from tsprune.export.profile import deployed_profile
-from tsprune.export.speed import interleaved_latency, speedups
+from tsprune.export.speed import interleaved_latency, speedup_of, speedups
 from tsprune.export.variants import quantize_int8
 from tsprune.model import resolve
 from tsprune.phases import Phase, run_job
@@ -196,10 +196,9 @@ def _calibrate(criterion: str):
             if cand not in measured:
                 model = apply(j.model, Plan.load(j.work / plans[cand]))
                 g = _export(j, model, f"calib-{criterion}-{_slug(cand)}", check=False)
-                lat = interleaved_latency({"dense": j.work / dense, "cand": j.work / g["fp32"]},
-                                          context=j.context, batch=j.fc.latency_batch,
-                                          threads=j.fc.threads, rounds=j.fc.latency_rounds)
-                measured[cand] = speedups(lat, "dense")["cand"]
+                measured[cand] = speedup_of(j.work / g["fp32"], j.work / dense, context=j.context,
+                                            batch=j.fc.latency_batch, threads=j.fc.threads,
+                                            rounds=j.fc.latency_rounds)
             return measured[cand]
 
         chosen: dict = {}
