@@ -67,6 +67,34 @@ def test_gaps_are_filled_inside_the_graph(graph):
     np.testing.assert_allclose(got[0], want, atol=1e-4)
 
 
+def test_fill_matches_the_documented_fill_on_random_gaps():
+    """fill_gaps (the graph's fill, in torch) against the loop above, on rows with random
+    gaps of every kind, odd lengths, all-missing and all-present rows."""
+    from tsprune.export.sanitize import fill_gaps
+    rng = np.random.default_rng(0)
+    for length in (1, 2, 7, 96, 333):
+        x = rng.standard_normal((9, length)).astype(np.float32)
+        x[rng.random(x.shape) < rng.random((9, 1))] = np.nan
+        x[0], x[1, -1:] = np.nan, np.inf
+        x[2] = rng.standard_normal(length)
+        t = torch.from_numpy(x)
+        ok = torch.isfinite(t)
+        got = fill_gaps(torch.where(ok, t, torch.zeros_like(t)), ok).numpy()
+        np.testing.assert_array_equal(got, _ffill(x))
+
+
+def test_gaps_are_filled_at_another_context_length(graph):
+    """The graph's context axis is dynamic: the fill holds at a length it was not traced at."""
+    m, run = graph
+    n = L // 2 + 3
+    x = context_batch(3, n, seed=2).numpy()
+    x[0, 5:9] = np.nan
+    x[1, :4] = -np.inf
+    x[2, ::2] = np.nan
+    want = m.forecast(torch.from_numpy(_ffill(x)), H).point.numpy()
+    np.testing.assert_allclose(run(x)[0], want, atol=1e-4)
+
+
 def test_all_missing_row_is_finite(graph):
     _, run = graph
     x = np.full((2, L), np.nan, dtype=np.float32)

@@ -43,13 +43,13 @@ def export_module(model, context: int, horizon: int, *, graph: str = "optimized"
         raise ValueError(f"dtype: {dtype} needs an export adapter with half precision; "
                          f"{model.family.name} ({graph} graph) has none")
     if export is None:  # every graph gets the serving contract of tsprune.export.sanitize
-        return SafeContext(model.family.export_module(model.module, context, horizon), context).eval(), False
+        return SafeContext(model.family.export_module(model.module, context, horizon)).eval(), False
     dyn = bool(dynamic_context and export.dynamic_context)
     inner = _builder(export)(model.module, context, horizon, dyn, dtype)
-    return SafeContext(inner, 65536 if dyn else context).eval(), dyn
+    return SafeContext(inner).eval(), dyn
 
 
 def reference_module(model, context: int, horizon: int) -> nn.Module:
     """The family's own forecasting code behind the same serving contract as the graph:
     what parity is checked against."""
-    return SafeContext(model.family.export_module(model.module, context, horizon), context).eval()
+    return SafeContext(model.family.export_module(model.module, context, horizon)).eval()

@@ -25,43 +25,32 @@ LIMIT_EXP = 32  # rows whose largest |value| exceeds 2^LIMIT_EXP are scaled down
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
-def _shift(x: torch.Tensor, k: int, fill: torch.Tensor) -> torch.Tensor:
-    """x shifted right by k steps along dim 1 (the first k filled with ``fill``)."""
-    pad = fill.expand(x.shape[0], k)
-    return torch.cat([pad, x], dim=1)[:, : x.shape[1]]
+def fill_gaps(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """x (B, L) with every invalid entry replaced by the last valid value before it, leading
+    ones by the row's first valid value, and rows with none by 0 (x must be 0 where invalid).
 
-
-def forward_fill(x: torch.Tensor, valid: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each invalid entry takes the nearest valid value before it (log2(max_len) doubling
-    steps, so it traces to a fixed graph for any length up to max_len)."""
-    zero_f = torch.zeros(1, 1, dtype=x.dtype)
-    zero_b = torch.zeros(1, 1, dtype=torch.bool)
-    k = 1
-    while k < max_len:
-        take = (~valid) & _shift(valid, k, zero_b)
-        x = torch.where(take, _shift(x, k, zero_f), x)
-        valid = valid | _shift(valid, k, zero_b)
-        k *= 2
-    return x, valid
+    O(B L) in four ops, for any length: the running count of valid steps numbers the valid
+    values; a scatter packs them to the front of each row (invalid entries all write their
+    0 to a spare last column), and a gather reads, for every step, the latest valid value
+    so far (count - 1), or the first one (slot 0) before any was seen."""
+    count = torch.cumsum(valid.to(torch.int64), dim=1)
+    slot = torch.where(valid, count - 1, torch.full_like(count, x.shape[1]))
+    packed = x.new_zeros((x.shape[0], x.shape[1] + 1)).scatter(1, slot, x)
+    return torch.gather(packed, 1, torch.clamp(count - 1, min=0))
 
 
 class SafeContext(nn.Module):
     """forward(context (B, L)) -> inner's outputs on a cleaned context (see the module)."""
 
-    def __init__(self, inner: nn.Module, max_len: int = 65536):
+    def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
-        self.max_len = int(max_len)
 
     def clean(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cleaned context, per-row scale (B, 1))."""
         x = context.to(torch.float32)
         valid = torch.isfinite(x)
-        x = torch.where(valid, x, torch.zeros_like(x))
-        x, seen = forward_fill(x, valid, self.max_len)
-        # leading gaps: the first observed value (a backward fill on the flipped row)
-        xb, _ = forward_fill(x.flip(1), seen.flip(1), self.max_len)
-        x = torch.where(seen, x, xb.flip(1))
+        x = fill_gaps(torch.where(valid, x, torch.zeros_like(x)), valid)
         # scale: a power of two, 1 unless the row's largest magnitude exceeds 2^LIMIT_EXP
         big = x.abs().amax(dim=1, keepdim=True)
         e = torch.clamp(torch.floor(torch.log2(torch.clamp(big, min=1.0))) + 1.0 - LIMIT_EXP, min=0.0)
