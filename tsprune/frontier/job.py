@@ -14,7 +14,7 @@ The job is a declaration of phases (tsprune.phases), so it resumes like `reprodu
 A speed-up budget is met as measured, not as assumed: the engine prunes to the FLOPs
 fraction 1/S first; when the exported graph's measured speed-up (interleaved ONNX Runtime
 timing at --latency-batch, --latency-threads) falls short, the next tighter candidate of
-the same scoring run is tried (tsprune.export.calibrate: FLOPs x 0.87, 0.75, ... 0.35). Params and FLOPs budgets
+the same scoring run is tried (tsprune.export.calibrate: FLOPs x 0.93, 0.87, ... 0.35). Params and FLOPs budgets
 are met exactly by the engine and need no calibration.
 """
 from __future__ import annotations
