@@ -152,3 +152,53 @@ def test_reproduce_phases_split_across_runs(tmp_path, monkeypatch):
     assert r["baselines"]["dlinear"]["24"]["mse"] > 0
     assert (tmp_path / "res" / "accuracy.md").exists() and not partial.exists()
     assert not list((tmp_path / "res" / "runs").glob("*.lock"))
+
+
+def test_reproduce_fine_tuning_stopped_mid_phase_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """A run stopped inside fine-tuning (hours for `small`) keeps the fine-tuning's own
+    checkpoint; the next run continues it (the same result as an uninterrupted run) and
+    removes it once the phase is done."""
+    import pytest
+
+    import importlib
+
+    ftm = importlib.import_module("tsprune.train.finetune")  # the module (tsprune.train.finetune is also a function)
+    p = _one_dataset(tmp_path)
+    base = _small_config(tmp_path, p, ("seasonal_naive",))
+    want = run(ReproduceConfig(**{**base, "out": str(tmp_path / "ref")}, phases=("finetune_dense",)),
+               log=lambda m: None)
+    assert want["results"] == {} and not (tmp_path / "ref" / "checkpoints").exists()
+    ref = json.loads((tmp_path / "ref" / "runs" / "A.partial.json").read_text())["done"]["finetune_dense"]
+
+    real_save = ftm._Ckpt.save
+
+    def stop_after_first_save(self, *a, **k):
+        real_save(self, *a, **k)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ftm._Ckpt, "save", stop_after_first_save)
+    monkeypatch.setattr(ftm._Ckpt, "__init__", _every_step(ftm._Ckpt.__init__))
+    with pytest.raises(KeyboardInterrupt):
+        run(ReproduceConfig(**base, phases=("finetune_dense",)), log=lambda m: None)
+    ck = tmp_path / "res" / "checkpoints" / "A-finetune_dense"
+    assert ck.is_dir() and any(ck.iterdir())
+    monkeypatch.undo()
+    real_load, loaded = ftm._Ckpt.load, []
+
+    def load(self):
+        st = real_load(self)
+        loaded.append(st is not None)
+        return st
+    monkeypatch.setattr(ftm._Ckpt, "load", load)
+    run(ReproduceConfig(**base, phases=("finetune_dense",)), log=lambda m: None)
+    assert loaded == [True]                       # continued from the checkpoint, not from step 0
+    got = json.loads((tmp_path / "res" / "runs" / "A.partial.json").read_text())["done"]["finetune_dense"]
+    assert got["ft"]["lr"] == ref["ft"]["lr"] and got["ft"]["val_loss"] == pytest.approx(ref["ft"]["val_loss"])
+    assert got["metrics"]["24"] == pytest.approx(ref["metrics"]["24"])
+    assert not (tmp_path / "res" / "checkpoints").exists()
+
+
+def _every_step(init):
+    """_Ckpt.__init__ with a checkpoint after every step (every_s = 0)."""
+    def wrapped(self, path, every_s):
+        init(self, path, 0.0)
+    return wrapped

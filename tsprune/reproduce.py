@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,27 @@ class DatasetJob:
     def model_dir(self) -> Path:
         return Path(self.cfg.out) / "models" / f"{self.stem}-{self.model.family.name}-pruned"
 
+    def checkpoint(self, phase: str) -> Path:
+        """Where ``phase``'s fine-tuning keeps its resumable state (tsprune.train.finetune):
+        a run stopped mid-phase continues from there; removed when the phase is done."""
+        return Path(self.cfg.out) / "checkpoints" / f"{self.stem}-{phase}"
+
+    def finetune(self, model, phase: str):
+        ck = self.checkpoint(phase)
+        r = finetune(model, self.train, self.ft_val, self.ft_cfg, show_progress=self.show, checkpoint=ck)
+        self.drop_checkpoint(phase)
+        return r
+
+    def drop_checkpoint(self, phase: str) -> None:
+        """Remove ``phase``'s fine-tuning state (tsprune's own files), and the checkpoints
+        directory once it is empty."""
+        ck = self.checkpoint(phase)
+        shutil.rmtree(ck, ignore_errors=True)
+        try:
+            ck.parent.rmdir()
+        except OSError:
+            pass
+
     def eval_all(self, model, horizons, desc) -> dict:
         """Every test window of every horizon, from one rollout per window (evaluate_horizons)."""
         return evaluate_horizons(model, self.data, horizons, desc=desc, show_progress=self.show)
@@ -138,11 +160,12 @@ def _zero_shot(j: DatasetJob) -> dict:
 
 def _finetune_dense(j: DatasetJob) -> dict:
     dense = j.model.clone()
-    ftd = finetune(dense, j.train, j.ft_val, j.ft_cfg, show_progress=j.show)
+    ftd = j.finetune(dense, "finetune_dense")
     return {"ft": _ft_json(ftd), "metrics": j.eval_all(dense, j.cfg.horizons, "fine-tuned dense")}
 
 
 def _search(j: DatasetJob) -> dict:
+    j.drop_checkpoint("finetune_pruned")   # a new plan: a stopped fine-tuning of the old one is stale
     sr = search(j.model, j.train, j.val, dataclasses.replace(j.cfg.prune, seed=j.cfg.seed), j.cfg.search,
                 show_progress=j.show)
     j.plan_path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +183,7 @@ def _pruned_eval(j: DatasetJob) -> dict:
 
 
 def _finetune_pruned(j: DatasetJob) -> dict:
-    ftp = finetune(j.pruned, j.train, j.ft_val, j.ft_cfg, show_progress=j.show)
+    ftp = j.finetune(j.pruned, "finetune_pruned")
     j.pruned.save(j.model_dir)
     return {"ft": _ft_json(ftp), "metrics": j.eval_all(j.pruned, j.cfg.horizons, "pruned+fine-tuned")}
 
@@ -204,6 +227,9 @@ def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict | None:
           if k not in ("force", "datasets", "out", "phases")}
     store = PhaseStore(Path(cfg.out) / "runs" / f"{job.stem}.partial.json",
                        {**fp, "dataset": str(job.path)}, fresh=cfg.force)
+    if cfg.force:
+        for phase in ("finetune_dense", "finetune_pruned"):
+            job.drop_checkpoint(phase)
     done = run_phases(PHASE_LIST, job, store, only=cfg.phases, say=log, label=name)
     if done.left_out:
         left = [k for k in done.left_out if k in PHASES and k not in store]
