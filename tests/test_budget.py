@@ -369,7 +369,7 @@ def test_speedup_budget_reports_the_measured_speedup_of_the_exported_graph(tmp_p
 
 
 def test_calibration_stops_at_the_first_fast_enough_candidate_and_skips_unreachable_ones():
-    from tsprune.export.calibrate import calibrate, candidates
+    from tsprune.export.calibrate import MARGIN, calibrate, candidates
     ladder = candidates(2.0)
     assert ladder[0] == "flops=0.5" and all(Budget.parse(c).fraction < 0.5 for c in ladder[1:])
     seen = []
@@ -380,13 +380,13 @@ def test_calibration_stops_at_the_first_fast_enough_candidate_and_skips_unreacha
 
     res = calibrate(2.0, [ladder[0], None, *ladder[2:]], speed)
     assert seen[0] == ladder[0] and ladder[1] not in seen       # None: unreachable, never timed
-    assert res["met"] and res["candidate"] == seen[-1] and speed(seen[-1]) >= 2.0
-    assert all(t["speedup"] < 2.0 for t in res["calibration"][:-1])
+    assert res["met"] and res["candidate"] == seen[-1] and speed(seen[-1]) >= 2.0 * (1 + MARGIN)
+    assert all(t["speedup"] < 2.0 * (1 + MARGIN) for t in res["calibration"][:-1])
     res = calibrate(2.0, ladder, lambda c: 1.5 - abs(Budget.parse(c).fraction - 0.3))
     assert not res["met"] and len(res["calibration"]) == len(ladder)
     assert res["candidate"] == max(res["calibration"], key=lambda t: t["speedup"])["candidate"]
-    # a margin asks for a little more than the target
-    res = calibrate(2.0, ladder, lambda c: 2.01)
+    # a margin (2% by default, for prune and frontier alike) asks for a little more than the target
+    res = calibrate(2.0, ladder, lambda c: 2.01, margin=0.0)
     assert res["met"] and res["candidate"] == ladder[0]
-    res = calibrate(2.0, ladder, lambda c: 2.01, margin=0.02)
-    assert res["met"] and len(res["calibration"]) == len(ladder)
+    res = calibrate(2.0, ladder, lambda c: 2.01)
+    assert MARGIN == 0.02 and res["met"] and len(res["calibration"]) == len(ladder)

@@ -85,7 +85,7 @@ def test_frontier_speedup_budget_is_calibrated_on_timed_graphs(tiny_dir, csv_pat
     """speedup=S: the candidates of one scoring run (FLOPs 1/S x the calibration ladder) are
     exported and timed against the dense graph, loosest first, until one is fast enough;
     the point records what was tried, and its model is the chosen candidate's."""
-    from tsprune.export.calibrate import candidates
+    from tsprune.export.calibrate import MARGIN, candidates
     out = tmp_path / "S"
     rc, _, err = cli(*_args(tiny_dir, csv_path, out, "--frontier", "speedup=1.3", "--no-paper-plan",
                             "--no-int8", "--latency-batch", 8))
@@ -97,7 +97,8 @@ def test_frontier_speedup_budget_is_calibrated_on_timed_graphs(tiny_dir, csv_pat
     assert [t["candidate"] for t in tried] == candidates(1.3)[:len(tried)]
     assert cal["met"] == any(t["speedup"] >= 1.3 for t in tried)
     if cal["met"]:
-        assert cal["candidate"] == tried[-1]["candidate"] and all(t["speedup"] < 1.3 for t in tried[:-1])
+        assert cal["candidate"] == tried[-1]["candidate"]
+        assert all(t["speedup"] < 1.3 * (1 + MARGIN) for t in tried[:-1])
     plan = json.loads((out / cal["plan"]).read_text())
     assert plan["params_pruned"] == p["params_count"]
     assert not list((out / "graphs").glob("calib-*"))  # the timed candidates are not left behind

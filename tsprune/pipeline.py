@@ -303,7 +303,7 @@ def _score_to_speedup(j: Job, target: float, profile) -> tuple[Plan, dict | None
     """``--budget speedup=S`` is met in the exported graph: one scoring run stops at the
     FLOPs ladder of tsprune.export.calibrate, and rank 0 times the candidates against the
     dense graph (ONNX Runtime, batch 64, one thread, interleaved) until one is fast enough.
-    A 2% margin leaves room for timing noise in the final measurement (_onnx_latency)."""
+    A margin (calibrate.MARGIN, 2%) leaves room for timing noise in the final measurement (_onnx_latency)."""
     cands = speed_candidates(target)
     plans = score_to_budgets(j.model, j.train, j.val, j.cfg.prune, cands, show_progress=j.show,
                              log=j.phase_log("prune"), checkpoint=j.checkpoint("score"), profile=profile,
@@ -318,7 +318,7 @@ def _score_to_speedup(j: Job, target: float, profile) -> tuple[Plan, dict | None
             export_onnx(apply(j.model, by[c]), cand, context=ctx, horizon=h, opset=j.cfg.opset, check=False)
             return speedup_of(cand, dense, context=ctx, batch=64, threads=1, rounds=SPEED_ROUNDS)
 
-        res = calibrate(target, [c if by[c] is not None else None for c in cands], measure, margin=0.02)
+        res = calibrate(target, [c if by[c] is not None else None for c in cands], measure)
         cand.unlink(missing_ok=True)
         if j.phase_log("prune") is not None:
             j.phase_log("prune")({"calibration": res})
