@@ -10,6 +10,8 @@
 Reads each run's frontier.json; prints one table of every point (dataset, budget, measured
 speed-up, FLOPs ratio, test MSE against dense fine-tuning) and the issue's targets checked
 per dataset. --plots copies each run's frontier.png to DIR/frontier-<dataset>.png.
+Several runs of one dataset (the same command with --seed 0, 1, 2) add a table of each
+budget's mean over the runs, with the targets checked on the means.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plots", help="copy each run's frontier.png here as frontier-<dataset>.png")
     a = ap.parse_args(argv)
     rows, checks = [], []
+    seeds: dict[tuple[str, str], list[tuple[float, float, float]]] = {}  # (dataset, budget) -> per run
     for run in map(Path, a.runs):
         rep = json.loads((run / "frontier.json").read_text())
         ds = Path(rep["data"]["path"]).name.split(".")[0]
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
         t2 = best[2] is not None and best[2] <= 0
         t3 = best[3] is not None and best[3] <= 0.02
         checks.append((ds, best, t2, t3, ratio_ok, rep["timings"]["total"]))
+        for p in rep["points"]:
+            seeds.setdefault((ds, p["budget"]), []).append((p["mse"], ft, p["speedup"]))
     print("| dataset | model | params kept | speed-up fp32 b64 | FLOPs ratio | speed-up / FLOPs ratio | "
           "fp32 b1 | int8 b64 | test MSE | dense FT MSE | vs dense FT | Pareto |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
@@ -69,7 +74,29 @@ def main(argv=None) -> int:
             return "-" if x is None else f"{x:+.1%}"
         print(f"| {ds} | {f(best[2])} | {'met' if t2 else 'missed'} | {f(best[3])} | {'met' if t3 else 'missed'} | "
               f"{'met' if ok else 'missed'} | {secs:.0f} s |")
+    if any(len(v) > 1 for v in seeds.values()):
+        _seed_means(seeds)
     return 0
+
+
+def _seed_means(seeds: dict) -> None:
+    """Several runs of one dataset (e.g. --seed 0, 1, 2): each budget's mean test MSE against
+    the mean of the runs' own dense fine-tuning, the per-run spread, and the targets on the means."""
+    print("\n| dataset | budget | runs | measured speed-ups | mean test MSE | mean dense FT MSE | "
+          "mean vs dense FT | per run | target |")
+    print("|---|---|---:|---|---:|---:|---:|---|:-:|")
+    for (ds, budget), runs in seeds.items():
+        if len(runs) < 2:
+            continue
+        mse = sum(r[0] for r in runs) / len(runs)
+        ft = sum(r[1] for r in runs) / len(runs)
+        rel = mse / ft - 1
+        limit = {"speedup=2": 0.0, "speedup=3": 0.02}.get(budget)
+        fast = all(r[2] is not None and r[2] >= float(budget.split("=")[1]) for r in runs) \
+            if budget.startswith("speedup=") else True
+        met = "-" if limit is None else ("met" if rel <= limit and fast else "missed")
+        print(f"| {ds} | {budget} | {len(runs)} | {', '.join(_x(r[2]) for r in runs)} | {mse:.4f} | {ft:.4f} | "
+              f"{rel:+.1%} | {', '.join(f'{r[0] / r[1] - 1:+.1%}' for r in runs)} | {met} |")
 
 
 if __name__ == "__main__":
