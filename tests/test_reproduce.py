@@ -202,3 +202,15 @@ def _every_step(init):
     def wrapped(self, path, every_s):
         init(self, path, 0.0)
     return wrapped
+
+
+def test_finished_phases_survive_a_new_config_field_at_its_default():
+    """The phases' fingerprint holds the settings that differ from their defaults, so a
+    field added with a default (PruneConfig.align was) leaves finished work valid, while
+    any changed setting still tells runs apart."""
+    from tsprune.reproduce import _settings
+    base = ReproduceConfig(datasets=("A",), horizons=(96, 336), model="small", lrs=(1e-4,))
+    s = _settings(base)
+    assert s == {"datasets": ("A",), "horizons": (96, 336), "model": "small", "lrs": (1e-4,)}
+    assert _settings(ReproduceConfig(**{**base.__dict__, "prune": PruneConfig(align=16)}))["prune"] == {"align": 16}
+    assert _settings(ReproduceConfig(**{**base.__dict__, "search": SearchConfig(val_samples=7)})) != s
