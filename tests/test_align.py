@@ -113,3 +113,19 @@ def test_the_report_says_how_widths_were_rounded():
     assert "multiples of 16 (2 down, 1 up; kept neurons per block: 81->96, 85->80, 32)" in line
     del bud["align"]
     assert "multiples" not in budget_line(bud, {"criterion": "taylor_fisher"})
+
+
+def test_ffn_alive_needs_every_side_and_maskset_to_copies(tiny):
+    from tsprune.prune.surgery import ffn_alive
+    m, train, _ = tiny
+    costs = _costs(m, train)
+    ms = MaskSet(costs.module, costs.structure.linears())
+    g = next(g for g in costs.groups if isinstance(g, FFNGroup))
+    ms.get(g.inputs[0], "out")[3] = 0.0       # one side of neuron 3
+    ms.get(g.output, "in")[7] = 0.0           # the other side of neuron 7
+    alive = ffn_alive(g, ms)
+    assert alive.sum() == alive.numel() - 2 and not alive[3] and not alive[7]
+    cp = ms.to("cpu")
+    cp.get(g.output, "in")[0] = 0.0           # a copy: the original is untouched
+    assert ms.get(g.output, "in")[0] == 1.0 and cp.to_json() != ms.to_json()
+    assert [k for k, _, _ in cp.units()] == [k for k, _, _ in ms.units()]

@@ -24,6 +24,7 @@ import torch
 from .budget import CostModel
 from .masks import MaskSet
 from .structure import FFNGroup
+from .surgery import ffn_alive
 
 
 def _sides(g: FFNGroup) -> list[tuple[str, str]]:
@@ -40,12 +41,7 @@ def align_ffn_widths(masks: MaskSet, costs: CostModel, imp, kind: str, target: i
     """A copy of ``masks`` (on the CPU) with FFN widths rounded as the module docstring
     says, and a summary {"multiple", "rounded_down", "rounded_up", "widths": [before, after]
     per FFN group}. ``target``: the budget in ``kind`` units (measured cost must stay <=)."""
-    out = masks.clone()
-    for d in (out.m_in, out.m_out):
-        for k in d:
-            d[k] = d[k].detach().cpu().clone()
-    if out.m_hidden is not None:
-        out.m_hidden = out.m_hidden.detach().cpu().clone()
+    out = masks.to("cpu")
     ffn = [(i, g) for i, g in enumerate(costs.groups) if isinstance(g, FFNGroup)]
     score, before = {}, {}
     for i, g in ffn:
@@ -91,10 +87,7 @@ def align_ffn_widths(masks: MaskSet, costs: CostModel, imp, kind: str, target: i
 
 
 def _alive(masks: MaskSet, g: FFNGroup) -> torch.Tensor:
-    alive = masks.get(g.output, "in") != 0
-    for p in g.inputs:
-        alive = alive & (masks.get(p, "out") != 0)
-    return alive
+    return ffn_alive(g, masks)
 
 
 __all__ = ["align_ffn_widths"]

@@ -89,6 +89,16 @@ class MaskSet:
         new.m_hidden = None if self.m_hidden is None else self.m_hidden.clone()
         return new
 
+    def to(self, device) -> "MaskSet":
+        """A copy with every mask on ``device`` (detached; always a copy, even on the same device)."""
+        new = self.clone()
+        for d in (new.m_in, new.m_out):
+            for k in d:
+                d[k] = d[k].detach().to(device)
+        if new.m_hidden is not None:
+            new.m_hidden = new.m_hidden.detach().to(device)
+        return new
+
     def to_json(self) -> dict:
         """Pruned (zero) indices per Linear; compact and replayable."""
         out = {}

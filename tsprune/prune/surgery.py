@@ -167,12 +167,19 @@ def _analyze_attention(g: AttentionGroup, masks: MaskSet, cut: Cut) -> None:
     )
 
 
-def _analyze_ffn(g: FFNGroup, masks: MaskSet, cut: Cut) -> None:
-    dead = masks.m_in[g.output] == 0
+def ffn_alive(g: FFNGroup, masks: MaskSet) -> torch.Tensor:
+    """The neurons of FFN group ``g`` that ``masks`` keeps: alive on every side (the output
+    Linear's input column and each input Linear's output row); zeroing any side kills one."""
+    alive = masks.m_in[g.output] != 0
     for p in g.inputs:
-        dead = dead | (masks.m_out[p] == 0)
-    keep = torch.nonzero(~dead).flatten()
-    full = keep.numel() == dead.numel()
+        alive = alive & (masks.m_out[p] != 0)
+    return alive
+
+
+def _analyze_ffn(g: FFNGroup, masks: MaskSet, cut: Cut) -> None:
+    alive = ffn_alive(g, masks)
+    keep = torch.nonzero(alive).flatten()
+    full = keep.numel() == alive.numel()
     for p in g.inputs:
         cut.rows[p] = None if full else keep
     cut.cols[g.output] = None if full else keep
@@ -191,10 +198,7 @@ def analyze_hidden(masks: MaskSet, cut: Cut) -> None:
 def analyze(structure: ModelStructure, masks: MaskSet) -> Cut:
     """Decide what survives, from the masks alone (no model change)."""
     cut = Cut()
-    cpu = masks.clone()
-    for d in (cpu.m_in, cpu.m_out):
-        for k in d:
-            d[k] = d[k].cpu()
+    cpu = masks.to("cpu")
     analyze_hidden(cpu, cut)
     for block in structure.blocks:
         for a in block.attention:

@@ -124,13 +124,7 @@ def _on(masks: MaskSet, like: MaskSet) -> MaskSet:
     """``masks`` with every tensor on the device of ``like``'s."""
     if masks is like:
         return masks
-    out = masks.clone()
-    for d, ref in ((out.m_in, like.m_in), (out.m_out, like.m_out)):
-        for k in d:
-            d[k] = d[k].to(ref[k].device)
-    if out.m_hidden is not None:
-        out.m_hidden = out.m_hidden.to(like.m_hidden.device)
-    return out
+    return masks.to(next(m for _, _, m in like.units()).device)
 
 
 def _importance(cfg, masks: MaskSet, module):
@@ -275,12 +269,7 @@ def score_to_budgets(model, train, val, cfg, budgets, *, show_progress: bool = T
 
     def restore(target: int, pool: _Pool) -> int:
         """Give back units zeroed since ``base``, most valuable first, while the budget holds."""
-        cpu = masks.clone()
-        for d in (cpu.m_in, cpu.m_out):
-            for k in d:
-                d[k] = d[k].cpu()
-        if cpu.m_hidden is not None:
-            cpu.m_hidden = cpu.m_hidden.cpu()
+        cpu = masks.to("cpu")
         gap = target - measured(masks)
         kept = [costs.group_kept(i, cpu).get(kind) for i in range(len(costs.groups))]
         cand_key, cand = [], []
