@@ -208,9 +208,23 @@ def test_finished_phases_survive_a_new_config_field_at_its_default():
     """The phases' fingerprint holds the settings that differ from their defaults, so a
     field added with a default (PruneConfig.align was) leaves finished work valid, while
     any changed setting still tells runs apart."""
-    from tsprune.reproduce import _settings
+    from tsprune.phases import settings_of as _settings
     base = ReproduceConfig(datasets=("A",), horizons=(96, 336), model="small", lrs=(1e-4,))
     s = _settings(base)
     assert s == {"datasets": ("A",), "horizons": (96, 336), "model": "small", "lrs": (1e-4,)}
     assert _settings(ReproduceConfig(**{**base.__dict__, "prune": PruneConfig(align=16)}))["prune"] == {"align": 16}
     assert _settings(ReproduceConfig(**{**base.__dict__, "search": SearchConfig(val_samples=7)})) != s
+
+
+def test_prune_and_frontier_fingerprints_ignore_fields_left_at_their_defaults(tmp_path):
+    """`tsprune prune --resume` and the frontier keep finished phases under the same rule."""
+    from tsprune.data import DataConfig
+    from tsprune.frontier.job import FrontierConfig, _fingerprint_of
+    from tsprune.pipeline import RunConfig, _fingerprint
+    run = RunConfig(out=str(tmp_path / "o"), data=DataConfig(path=str(tmp_path / "missing.csv")))
+    fp = _fingerprint(run)
+    assert "prune" not in fp and "out" not in fp and str(fp["data"]["path"]) == str(tmp_path / "missing.csv")
+    aligned = RunConfig(out=run.out, data=run.data, prune=PruneConfig(align=16))
+    assert _fingerprint(aligned)["prune"] == {"align": 16}
+    f1, f2 = FrontierConfig(run=run), FrontierConfig(run=run, budgets=("speedup=2",))
+    assert _fingerprint_of(f1)["frontier"] == {} and _fingerprint_of(f2)["frontier"] == {"budgets": ("speedup=2",)}

@@ -30,6 +30,7 @@ class of their own) and returns a JSON-serialisable result or None. Phases with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +45,25 @@ from tsprune.atomic import atomic_dir
 from tsprune.errors import UserError
 
 log = logging.getLogger("tsprune")
+
+
+def settings_of(obj) -> dict:
+    """A dataclass's fields that differ from their defaults (nested dataclasses likewise;
+    fields without a default always): the fingerprint a job's finished phases are kept
+    under, so that a field added later with a default does not invalidate finished work."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            v = settings_of(v)
+            if v:
+                out[f.name] = v
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if default is dataclasses.MISSING or v != default:
+            out[f.name] = v
+    return out
 
 
 def _always(_ctx) -> bool:

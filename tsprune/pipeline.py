@@ -37,7 +37,7 @@ from tsprune.export.profile import deployed_profile
 from tsprune.export.runtime import import_ort
 from tsprune.export.speed import interleaved_latency, speedup_of, speedup_stat, speedups
 from tsprune.model import load, resolve
-from tsprune.phases import Phase, PhaseStore, run_job, run_phases
+from tsprune.phases import Phase, PhaseStore, run_job, run_phases, settings_of
 from tsprune.progress import is_quiet, set_quiet
 from tsprune.prune import Plan, PruneConfig, apply, score
 from tsprune.prune.budget import Budget
@@ -505,8 +505,9 @@ PHASES = (
 
 
 def _fingerprint(cfg: RunConfig) -> dict:
-    """What a resumed run must share with the interrupted one."""
-    d = asdict(cfg)
+    """What a resumed run must share with the interrupted one: the settings that differ
+    from their defaults (tsprune.phases.settings_of) and the data file's size and time."""
+    d = settings_of(cfg)
     for k in ("out", "command", "log_file", "quiet", "verbose", "resume"):
         d.pop(k, None)
     try:

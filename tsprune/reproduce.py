@@ -27,7 +27,7 @@ from tsprune.data import DataConfig, ett_path, prepare
 from tsprune.errors import UserError, bad_arg
 from tsprune.evaluation import evaluate, evaluate_horizons
 from tsprune.model import load
-from tsprune.phases import Phase, PhaseStore, run_phases
+from tsprune.phases import Phase, PhaseStore, run_phases, settings_of
 from tsprune.progress import is_quiet
 from tsprune.prune import Plan, PruneConfig, apply
 from tsprune.reproduce_report import write_accuracy_report
@@ -218,31 +218,12 @@ PHASE_LIST = (
 )
 
 
-def _settings(obj) -> dict:
-    """A dataclass's fields that differ from their defaults, nested configs likewise: the
-    fingerprint of finished phases, so that a field added later with a default does not
-    invalidate hours of finished work."""
-    out = {}
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):
-            v = _settings(v)
-            if v:
-                out[f.name] = v
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-        if default is dataclasses.MISSING or v != default:
-            out[f.name] = v
-    return out
-
-
 def run_dataset(name: str, cfg: ReproduceConfig, log=print) -> dict | None:
     """One dataset's phases; its result, or None when --phases left some unfinished."""
     torch.manual_seed(cfg.seed)
     t_ds = time.time()
     job = DatasetJob(name, cfg)
-    fp = {k: v for k, v in _settings(cfg).items() if k not in ("force", "datasets", "out", "phases")}
+    fp = {k: v for k, v in settings_of(cfg).items() if k not in ("force", "datasets", "out", "phases")}
     store = PhaseStore(Path(cfg.out) / "runs" / f"{job.stem}.partial.json",
                        {**fp, "dataset": str(job.path)}, fresh=cfg.force)
     if cfg.force:

@@ -24,7 +24,7 @@ import functools
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from tsprune.errors import bad_arg
@@ -35,7 +35,7 @@ from tsprune.export.profile import deployed_profile
 from tsprune.export.speed import interleaved_latency, speedup_of, speedups
 from tsprune.export.variants import quantize_int8
 from tsprune.model import resolve
-from tsprune.phases import Phase, run_job
+from tsprune.phases import Phase, run_job, settings_of
 from tsprune.pipeline import (Job, RunConfig, _finetune_dense, _finetuned_dense_eval, _fingerprint,
                               _load, _quantile_levels, _restore_dense, _restore_teacher, _teacher,
                               _versions, _zero_shot)
@@ -308,7 +308,7 @@ def phases(fc: FrontierConfig) -> tuple[Phase, ...]:
 
 def _fingerprint_of(fc: FrontierConfig) -> dict:
     d = _fingerprint(fc.run)
-    d["frontier"] = {k: v for k, v in asdict(fc).items() if k != "run"}
+    d["frontier"] = {k: v for k, v in settings_of(fc).items() if k != "run"}
     return d
 
 
