@@ -54,6 +54,27 @@ def test_early_stopping_keeps_the_best_weights(task, monkeypatch):
     assert not all(torch.equal(v, snaps[-1][k]) for k, v in model.module.state_dict().items())
 
 
+def test_a_plateau_goes_back_to_the_best_weights_at_a_tenth_of_the_rate(task, monkeypatch):
+    m, train, val = task
+    model = m.clone()
+    # start 1.0; steps 2, 4, 6, 8: best at 4, worse twice (plateau: back to step 4's
+    # weights, lr 1e-4); steps 10, 12: a new best at 10, then worse twice: stop at 14
+    snaps = _scripted_validation(monkeypatch, [1.0, 0.9, 0.8, 0.85, 0.95, 0.75, 0.76, 0.77], model)
+    cfg = FinetuneConfig(lr=(1e-3,), epochs=5, batch_size=16, val_every=2, patience=2,
+                         lr_probe_steps=0, val_samples=None, plateau_decays=1)
+    r = finetune(model, train, val, cfg, show_progress=False)
+    assert [(h["step"], h["lr"]) for h in r.history] == [
+        (2, 1e-3), (4, 1e-3), (6, 1e-3), (8, 1e-3), (10, 1e-4), (12, 1e-4), (14, 1e-4)]
+    assert r.stopped == "patience" and r.best_step == 10 and r.val_loss == 0.75
+    assert r.trials[-1]["plateau_decays"] == 1
+    for k, v in model.module.state_dict().items():   # the best weights: validated at step 10
+        assert torch.equal(v, snaps[5][k]), k
+    # the run went on from step 4's weights: two steps at lr 1e-4 from there, not from step 8's
+    moved = {k: (snaps[5][k] - snaps[2][k]).abs().max() for k in snaps[2]}
+    after8 = {k: (snaps[5][k] - snaps[4][k]).abs().max() for k in snaps[2]}
+    assert sum(float(x) for x in moved.values()) < sum(float(x) for x in after8.values())
+
+
 def test_nothing_improves_keeps_the_starting_weights(task, monkeypatch):
     m, train, val = task
     model = m.clone()
@@ -141,7 +162,7 @@ def test_default_grid_reaches_ten_times_the_family_grid():
     ("val_every", -1, "--val-every"), ("time_budget_s", 0, "--finetune-budget"),
     ("time_budget_s", float("nan"), "--finetune-budget"), ("lr_probe_steps", -2, "--lr-probe-steps"),
     ("val_metric", "mae", "--val-metric"), ("patience", 0, "--finetune-patience"),
-    ("val_every", True, "--val-every")])
+    ("val_every", True, "--val-every"), ("plateau_decays", -1, "--plateau-decays")])
 def test_bad_config_values_name_the_flag(field, value, flag):
     with pytest.raises(UserError) as e:
         FinetuneConfig(**{field: value})

@@ -4,7 +4,9 @@ All remaining weights, Adam without weight decay (or the family's optimizer), th
 family's native loss, dropout off. The run validates every ``val_every`` optimizer steps
 (or at every epoch end with 0) and when it stops, keeps the best weights in memory (the starting weights count as
 step 0), and stops when ``patience`` validations in a row did not improve, after
-``epochs`` epochs, or when its wall-time budget is spent.
+``epochs`` epochs, or when its wall-time budget is spent. With ``plateau_decays`` > 0 a
+spent patience first sends the run back to its best weights at a tenth of the rate, that
+many times, before it stops.
 
 The learning rate comes from a grid (default: the family's, extended upwards,
 tsprune.train.lr_grid). With ``lr_probe_steps`` > 0 every rate of the grid first trains
@@ -50,6 +52,7 @@ from .lr_grid import default_lr_grid
 from .validation import METRICS, rolls_out, validate
 
 DEFAULT_MAX_EPOCHS = 10
+PLATEAU_FACTOR = 0.1  # the learning rate after a plateau (FinetuneConfig.plateau_decays)
 
 
 def _is_int(v) -> bool:
@@ -70,6 +73,9 @@ class FinetuneConfig:
     val_metric: "forecast_mse" (point forecast at the validation horizon, rolled out) or
       "loss" (the family's native loss over the first output patch).
     train_samples / val_samples: optional seeded subsampling of windows.
+    plateau_decays: when patience is spent, go back to the run's best weights and go on at
+      the learning rate x PLATEAU_FACTOR (fresh optimizer state), up to this many times
+      before the run stops (0 = stop at the first plateau).
     distill: "off" (plain fine-tuning), "auto" (mixing weight probed over
       distill.AUTO_WEIGHTS) or a fixed weight in [0, 1] of the teacher term
       (tsprune.train.distill); anything but "off" needs finetune(..., teacher=)."""
@@ -87,6 +93,7 @@ class FinetuneConfig:
     lr_probe_steps: int = 50
     val_metric: str = "forecast_mse"
     distill: str | float = "off"
+    plateau_decays: int = 0
 
     def __post_init__(self):
         if self.lr is not None:
@@ -113,6 +120,8 @@ class FinetuneConfig:
         if not _is_int(self.lr_probe_steps) or self.lr_probe_steps < 0:
             raise bad_arg("--lr-probe-steps", self.lr_probe_steps,
                           "an integer >= 0 (0 = a full run per learning rate)")
+        if not _is_int(self.plateau_decays) or self.plateau_decays < 0:
+            raise bad_arg("--plateau-decays", self.plateau_decays, "an integer >= 0")
         if self.val_metric not in METRICS:
             raise bad_arg("--val-metric", self.val_metric, " or ".join(METRICS))
         object.__setattr__(self, "distill", check_distill(self.distill))
@@ -241,7 +250,8 @@ def _after_probes(pos: dict, ws: tuple, steps: int) -> list:
 def _fresh_run(v0: float) -> dict:
     """The per-run part of the position (one learning rate, probe or full run)."""
     return {"epoch": 0, "batch": 0, "step": 0, "tot": 0.0, "n": 0, "stale": 0, "run_best_val": v0,
-            "run_best_step": 0, "last_val_step": 0, "history": [], "stopped": None, "deadline": None}
+            "run_best_step": 0, "last_val_step": 0, "history": [], "stopped": None, "deadline": None,
+            "decays": 0}
 
 
 def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
@@ -347,6 +357,21 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
             pos["stale"] += 1
         pos.update(tot=0.0, n=0, last_val_step=pos["step"])
 
+    def plateau(opt) -> bool:
+        """Patience is spent: with decays left, back to the run's best weights (the starting
+        ones if none was better) at lr x PLATEAU_FACTOR and a fresh optimizer state."""
+        if pos.get("decays", 0) >= cfg.plateau_decays:
+            return False
+        module.load_state_dict(S["run_best"] if S["run_best"] is not None else start)
+        for g in opt.param_groups:
+            g["lr"] *= PLATEAU_FACTOR
+        opt.state.clear()
+        pos.update(decays=pos.get("decays", 0) + 1, stale=0)
+        return True
+
+    def lr_now(opt) -> float:
+        return float(opt.param_groups[0]["lr"])
+
     for p in module.parameters():
         p.requires_grad_(True)
     clip = cfg.grad_clip if cfg.grad_clip is not None else getattr(model.family, "grad_clip", None)
@@ -417,8 +442,8 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                     post["left"] = f"{max(pos['deadline'] - clock(), 0):.0f}s"
                 bar.set_postfix(**post)
                 if not is_probe and cfg.val_every and pos["step"] % cfg.val_every == 0:
-                    check(lr, is_probe, w)
-                    if pos["stale"] >= cfg.patience:
+                    check(lr_now(opt), is_probe, w)
+                    if pos["stale"] >= cfg.patience and not plateau(opt):
                         pos["stopped"] = "patience"
                 if pos["stopped"] is None and max_steps and pos["step"] >= max_steps:
                     pos["stopped"] = "steps"
@@ -433,19 +458,21 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
             if pos["stopped"] is None:  # the epoch is over
                 pos.update(epoch=epoch + 1, batch=0)
                 if not is_probe and not cfg.val_every and pos["last_val_step"] != pos["step"]:
-                    check(lr, is_probe, w)
-                    if pos["stale"] >= cfg.patience:
+                    check(lr_now(opt), is_probe, w)
+                    if pos["stale"] >= cfg.patience and not plateau(opt):
                         pos["stopped"] = "patience"
                 if pos["stopped"] is None and pos["epoch"] >= epochs:
                     pos["stopped"] = "epochs"
             save_ck(opt)
         if pos["last_val_step"] != pos["step"]:  # the steps since the last validation count too
-            check(lr, is_probe, w)
+            check(lr_now(opt), is_probe, w)
         # the run for this lr is over: a probe scores its last validation, a full run its best
         v = pos["history"][-1]["val_loss"] if is_probe and pos["history"] else pos["run_best_val"]
         trial = {"lr": lr, "val_loss": v, "epochs": epoch_no(),
                  "steps": pos["step"], "best_step": 0 if is_probe else pos["run_best_step"],
                  "stopped": pos["stopped"], "improved": v < v0}
+        if pos.get("decays"):
+            trial["plateau_decays"] = pos["decays"]
         if distilling:
             trial["w"] = w
         if is_probe:
