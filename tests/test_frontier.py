@@ -45,6 +45,7 @@ def test_frontier_meets_every_params_budget_and_picks(tiny_dir, csv_path, tmp_pa
         assert p["params_count"] <= frac * dense            # met, as built
         assert p["params_count"] > 0.5 * frac * dense        # not absurdly below it
         assert p["mse"] is not None and p["mae"] is not None
+        assert 0 < p["flops"] < 1  # the plan's measured FLOPs of one forecast, kept fraction
         for key in ("fp32/b1", "fp32/b8", "int8/b1", "int8/b8"):
             assert p[f"speedup_{key}"] > 0
         # the saved model reloads and its graph matches it (export_onnx checked parity)
@@ -61,6 +62,7 @@ def test_frontier_meets_every_params_budget_and_picks(tiny_dir, csv_path, tmp_pa
     x = torch.randn(2, 128).cumsum(1)
     assert torch.equal(a.forecast(x, 24).point, b.forecast(x, 24).point)
     assert "Pareto set" in stdout
+    assert "| FLOPs kept |" in (out / "frontier.md").read_text()
 
 
 @pytest.mark.parametrize("extra,needles", [

@@ -9,7 +9,8 @@
 
 Reads each run's frontier.json; prints one table of every point (dataset, budget, measured
 speed-up, FLOPs ratio, test MSE against dense fine-tuning) and the issue's targets checked
-per dataset. --plots copies each run's frontier.png to DIR/frontier-<dataset>.png.
+per dataset (the FLOPs ratio is the dense model's FLOPs over the plan's measured kept FLOPs).
+--plots copies each run's frontier.png to DIR/frontier-<dataset>.png.
 Several runs of one dataset (the same command with --seed 0, 1, 2) add a table of each
 budget's mean over the runs, with the targets checked on the means.
 """
@@ -21,8 +22,19 @@ import shutil
 from pathlib import Path
 
 
-def _flops_ratio(rep: dict, p: dict) -> float | None:
-    cand = (rep["calibration"].get(p["criterion"], {}).get(p["budget"]) or {}).get("candidate", "")
+def _flops_ratio(run: Path, rep: dict, p: dict) -> float | None:
+    """Dense FLOPs over the point's kept FLOPs, as its plan measured them (the cost model's
+    FLOPs of one forecast); the candidate budget's 1/fraction for runs whose plan is gone.
+    The plan keeps at most the budget (and less with --align), so 1/budget understates it."""
+    if p.get("flops"):  # recorded by the run itself
+        return 1.0 / float(p["flops"])
+    choice = rep["calibration"].get(p["criterion"], {}).get(p["budget"]) or {}
+    plan = run / choice["plan"] if choice.get("plan") else None
+    if plan is not None and plan.is_file():
+        kept = (json.loads(plan.read_text()).get("config", {}).get("measured") or {}).get("kept_flops")
+        if kept:
+            return 1.0 / float(kept)
+    cand = choice.get("candidate", "")
     return 1.0 / float(cand.split("=")[1]) if cand.startswith("flops=") else None
 
 
@@ -46,7 +58,7 @@ def main(argv=None) -> int:
         best = {2: None, 3: None}
         ratio_ok = True
         for p in sorted(rep["points"], key=lambda p: p["speedup"] or 0):
-            fr = _flops_ratio(rep, p)
+            fr = _flops_ratio(run, rep, p)
             eff = p["speedup"] / fr if (fr and p["speedup"]) else None
             ratio_ok &= eff is None or eff >= 0.8
             rel = p["mse"] / ft - 1

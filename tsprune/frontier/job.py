@@ -250,6 +250,7 @@ def _point(criterion: str, recovery: str, budget: str):
         return {"name": name, "criterion": criterion, "recovery": recovery, "budget": budget,
                 "candidate": choice["candidate"], "calibration": choice.get("calibration"),
                 "params": model.num_params(), "params_dense": plan.params_dense,
+                "kept_flops": (plan.config.get("measured") or {}).get("kept_flops"),
                 "metrics": metrics, "finetune": ft.to_json(), "recover_s": recover_s,
                 "teacher": j.results["teacher"]["teacher"] if recovery == "distill" else None,
                 "graphs": graphs}

@@ -27,6 +27,7 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
         p = {"name": v["name"], "criterion": v["criterion"], "recovery": v["recovery"],
              "budget": v["budget"], "mse": _mse(v["metrics"]), "mae": v["metrics"].get("mae"),
              "params": v["params"] / v["params_dense"], "params_count": v["params"],
+             "flops": v.get("kept_flops"),  # of one forecast, as the plan measured it (budgets only)
              "recover_s": v["recover_s"], "teacher": v.get("teacher")}
         for key, block in lat.items():
             p[f"speedup_{key}"] = block["speedup"].get(v["name"])
@@ -82,15 +83,15 @@ def markdown(rep: dict) -> str:
              f"Dense: {d['params']:,} params; test MSE zero-shot {_f(_mse(d['zero_shot']))}, "
              f"fine-tuned {_f(_mse(d['finetuned']))}; latency (ms) "
              + ", ".join(f"{k} {v:.2f}" for k, v in d["latency_ms"].items()), "",
-             "| model | budget | params kept | test MSE | vs dense FT | MAE | speed-up fp32 b1 | "
+             "| model | budget | params kept | FLOPs kept | test MSE | vs dense FT | MAE | speed-up fp32 b1 | "
              f"fp32 b{key.split('/b')[1]} | int8 b1 | int8 b{key.split('/b')[1]} | met | Pareto | recovery s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|---:|"]
     b = key.split("/b")[1]
     ft = _mse(d["finetuned"])
     for p in sorted(rep["points"], key=lambda p: (p["criterion"], p["recovery"], -(p["params"] or 0))):
         rel = None if (p["mse"] is None or not ft) else (p["mse"] / ft - 1) * 100
         lines.append(
-            f"| {p['name']} | {p['budget']} | {p['params']:.1%} | {_f(p['mse'])} | {_f(rel, '{:+.1f}%')} | "
+            f"| {p['name']} | {p['budget']} | {p['params']:.1%} | {_f(p.get('flops'), '{:.1%}')} | {_f(p['mse'])} | {_f(rel, '{:+.1f}%')} | "
             f"{_f(p['mae'])} | {_f(p.get('speedup_fp32/b1'), '{:.2f}x')} | {_f(p.get(f'speedup_fp32/b{b}'), '{:.2f}x')} | "
             f"{_f(p.get('speedup_int8/b1'), '{:.2f}x')} | {_f(p.get(f'speedup_int8/b{b}'), '{:.2f}x')} | "
             f"{'' if 'met' not in p else ('yes' if p['met'] else 'NO')} | {'*' if p['pareto'] else ''} | "
