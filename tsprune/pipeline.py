@@ -320,8 +320,9 @@ def _score_to_speedup(j: Job, target: float, profile) -> tuple[Plan, dict | None
 
         res = calibrate(target, [c if by[c] is not None else None for c in cands], measure)
         cand.unlink(missing_ok=True)
-        if j.phase_log("prune") is not None:
-            j.phase_log("prune")({"calibration": res})
+        log = j.phase_log("prune")
+        if log is not None:
+            log({"calibration": res})
     pick = broadcast_int(cands.index(res["candidate"]) if res else 0)
     return by[cands[pick]], res
 
