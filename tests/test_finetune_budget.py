@@ -158,11 +158,51 @@ def test_default_grid_reaches_ten_times_the_family_grid():
     assert g == (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 
+def test_weight_ema_validates_keeps_and_returns_the_moving_average(task, monkeypatch):
+    """The live weights train as without the average; what is validated and returned is
+    the average of the weights after every step, decay min(d, (1 + n) / (10 + n))."""
+    m, train, val = task
+    steps = []
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    hook = register_optimizer_step_post_hook(
+        lambda opt, args, kwargs: steps.append({k: v.detach().clone() for k, v in plain.module.state_dict().items()}))
+    try:
+        plain = m.clone()
+        _scripted_validation(monkeypatch, [1.0 - 0.01 * i for i in range(20)], plain)  # always better
+        cfg = dict(lr=(1e-3,), epochs=2, batch_size=16, val_every=4, patience=2, lr_probe_steps=0,
+                   val_samples=None)
+        finetune(plain, train, val, FinetuneConfig(**cfg), show_progress=False)
+        live = [dict(s) for s in steps]
+        steps.clear()
+        averaged = m.clone()
+        plain = averaged  # the hook records the averaged run's live weights too
+        snaps = _scripted_validation(monkeypatch, [1.0 - 0.01 * i for i in range(20)], averaged)
+        r = finetune(averaged, train, val, FinetuneConfig(**cfg, weight_ema=0.9), show_progress=False)
+    finally:
+        hook.remove()
+    assert len(live) == len(steps) == r.steps_run == 12
+    for a, b in zip(live, steps):  # the average does not change the training itself
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    ref = {k: v.clone() for k, v in m.module.state_dict().items()}
+    for n, s in enumerate(live):
+        d = min(0.9, (1 + n) / (10 + n))
+        for k, v in ref.items():
+            v.copy_(d * v + (1 - d) * s[k]) if v.is_floating_point() else v.copy_(s[k])
+        if n + 1 in (4, 8, 12):  # validated: the average, not the live weights
+            for k, v in ref.items():
+                assert torch.allclose(snaps[(n + 1) // 4][k], v, atol=1e-6), (n, k)
+    for k, v in averaged.module.state_dict().items():  # returned: the last (best) average
+        assert torch.allclose(v, ref[k], atol=1e-6), k
+    assert not all(torch.allclose(v, live[-1][k], atol=1e-6) for k, v in averaged.module.state_dict().items())
+
+
 @pytest.mark.parametrize("field,value,flag", [
     ("val_every", -1, "--val-every"), ("time_budget_s", 0, "--finetune-budget"),
     ("time_budget_s", float("nan"), "--finetune-budget"), ("lr_probe_steps", -2, "--lr-probe-steps"),
     ("val_metric", "mae", "--val-metric"), ("patience", 0, "--finetune-patience"),
-    ("val_every", True, "--val-every"), ("plateau_decays", -1, "--plateau-decays")])
+    ("val_every", True, "--val-every"), ("plateau_decays", -1, "--plateau-decays"),
+    ("weight_ema", 1.0, "--finetune-ema"), ("weight_ema", -0.1, "--finetune-ema")])
 def test_bad_config_values_name_the_flag(field, value, flag):
     with pytest.raises(UserError) as e:
         FinetuneConfig(**{field: value})

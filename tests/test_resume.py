@@ -47,9 +47,12 @@ def test_scoring_resumes_to_the_same_plan(setup, tmp_path, monkeypatch):
     assert [h.get("val_loss") for h in got.history] == [h.get("val_loss") for h in ref.history]
 
 
-def test_finetune_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize("weight_ema", [0.0, 0.9])  # the moving average is checkpointed too
+def test_finetune_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, weight_ema):
     m, train, val = setup
-    cfg = FinetuneConfig(lr=(1e-3, 1e-4), epochs=2, patience=2, batch_size=32, val_samples=None)
+    # with the average: full runs only (no probes), so that the stop falls inside one
+    cfg = FinetuneConfig(lr=(1e-3, 1e-4), epochs=2, patience=2, batch_size=32, val_samples=None,
+                         weight_ema=weight_ema, lr_probe_steps=0 if weight_ema else 50)
     a = m.clone()
     ra = finetune(a, train, val, cfg, show_progress=False)
     b = m.clone()

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plateau-decays", type=int, default=0,
                    help="fine-tuning: when patience is spent, go back to the best weights and go on at "
                         "a tenth of the learning rate, up to N times (default: 0, stop)")
+    p.add_argument("--finetune-ema", dest="weight_ema", type=float, default=0.0,
+                   help="fine-tuning: validate, keep and return an exponential moving average of the "
+                        "weights with this decay, e.g. 0.99 (default: 0, off)")
     p.add_argument("--finetune-budget", dest="time_budget_s", type=float,
                    help="fine-tuning wall-time budget in seconds per fine-tuned model, lr probes "
                         "included (default: none)")
@@ -299,7 +302,7 @@ def prune_config(a):
                           hidden=a.hidden, align=a.align),
         finetune=FinetuneConfig(lr=a.lr, epochs=a.finetune_epochs, batch_size=a.batch_size,
                                 train_samples=_profile(a, "train_samples"), val_samples=_profile(a, "val_samples"), seed=a.seed,
-                                patience=a.patience, plateau_decays=a.plateau_decays, val_every=a.val_every, time_budget_s=a.time_budget_s,
+                                patience=a.patience, plateau_decays=a.plateau_decays, weight_ema=a.weight_ema, val_every=a.val_every, time_budget_s=a.time_budget_s,
                                 lr_probe_steps=_profile(a, "lr_probe_steps"), val_metric=a.val_metric,
                                 distill=_distill(a)),
         search=SearchConfig(ratios=a.search_ratios, emas=a.search_emas,

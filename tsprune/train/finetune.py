@@ -6,7 +6,9 @@ family's native loss, dropout off. The run validates every ``val_every`` optimiz
 step 0), and stops when ``patience`` validations in a row did not improve, after
 ``epochs`` epochs, or when its wall-time budget is spent. With ``plateau_decays`` > 0 a
 spent patience first sends the run back to its best weights at a tenth of the rate, that
-many times, before it stops.
+many times, before it stops. With ``weight_ema`` > 0 a full run validates, keeps and returns an
+exponential moving average of its weights (updated after every step) instead of the
+weights of its last step; probes are unchanged.
 
 The learning rate comes from a grid (default: the family's, extended upwards,
 tsprune.train.lr_grid). With ``lr_probe_steps`` > 0 every rate of the grid first trains
@@ -53,6 +55,7 @@ from .validation import METRICS, rolls_out, validate
 
 DEFAULT_MAX_EPOCHS = 10
 PLATEAU_FACTOR = 0.1  # the learning rate after a plateau (FinetuneConfig.plateau_decays)
+EMA_WARMUP = 10  # the average's decay at update n is min(weight_ema, (1 + n) / (EMA_WARMUP + n))
 
 
 def _is_int(v) -> bool:
@@ -76,6 +79,9 @@ class FinetuneConfig:
     plateau_decays: when patience is spent, go back to the run's best weights and go on at
       the learning rate x PLATEAU_FACTOR (fresh optimizer state), up to this many times
       before the run stops (0 = stop at the first plateau).
+    weight_ema: decay of an exponential moving average of the weights, updated after every step
+      of a full run (warm-up: min(ema, (1 + n) / (10 + n)) at update n); the average is
+      what is validated, kept and returned. 0 = off (the weights of the last step).
     distill: "off" (plain fine-tuning), "auto" (mixing weight probed over
       distill.AUTO_WEIGHTS) or a fixed weight in [0, 1] of the teacher term
       (tsprune.train.distill); anything but "off" needs finetune(..., teacher=)."""
@@ -94,6 +100,7 @@ class FinetuneConfig:
     val_metric: str = "forecast_mse"
     distill: str | float = "off"
     plateau_decays: int = 0
+    weight_ema: float = 0.0
 
     def __post_init__(self):
         if self.lr is not None:
@@ -122,6 +129,10 @@ class FinetuneConfig:
                           "an integer >= 0 (0 = a full run per learning rate)")
         if not _is_int(self.plateau_decays) or self.plateau_decays < 0:
             raise bad_arg("--plateau-decays", self.plateau_decays, "an integer >= 0")
+        e = self.weight_ema
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e < 1:
+            raise bad_arg("--finetune-ema", e, "a decay in [0, 1) (0 = off)")
+        object.__setattr__(self, "weight_ema", float(e))
         if self.val_metric not in METRICS:
             raise bad_arg("--val-metric", self.val_metric, " or ".join(METRICS))
         object.__setattr__(self, "distill", check_distill(self.distill))
@@ -200,6 +211,39 @@ def _agree(flag: bool) -> bool:
 
 def _clone_state(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class _Ema:
+    """An exponential moving average of a module's state (floating tensors averaged, the
+    rest copied), updated after each optimizer step; ``n`` counts the updates."""
+
+    def __init__(self, decay: float, state: dict, n: int = 0):
+        self.decay, self.state, self.n = decay, state, n
+
+    def update(self, module: nn.Module) -> None:
+        d = min(self.decay, (1 + self.n) / (EMA_WARMUP + self.n))
+        cur = module.state_dict()
+        avg = [k for k, v in self.state.items() if v.is_floating_point()]
+        if avg:
+            torch._foreach_lerp_([self.state[k] for k in avg], [cur[k].detach() for k in avg], 1.0 - d)
+        for k, v in self.state.items():
+            if not v.is_floating_point():
+                v.copy_(cur[k])
+        self.n += 1
+
+    def swapped_in(self, module: nn.Module):
+        """A context: the module holds the average inside it, its own weights after."""
+        ema = self
+
+        class _Swap:
+            def __enter__(self):
+                self.own = _clone_state(module)
+                module.load_state_dict(ema.state)
+
+            def __exit__(self, *exc):
+                module.load_state_dict(self.own)
+                return False
+        return _Swap()
 
 
 class _Ckpt:
@@ -301,7 +345,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
     st = ck.load()
     if st is not None and st[1].get("fingerprint") != fingerprint:
         st = None
-    S: dict = {"run_best": None, "best_state": None}  # weights kept in memory
+    S: dict = {"run_best": None, "best_state": None, "ema": None}  # weights kept in memory
     if st is None:
         v0 = validate(model, val, cfg.val_metric)
         start = _clone_state(module)
@@ -318,6 +362,9 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         S["best_state"] = {k[5:]: v for k, v in tens.items() if k.startswith("best.")} or None
         opt_t = {k: v for k, v in tens.items() if k.startswith("opt.")} or None
         opt_m = meta.get("opt")
+        ema_state = {k[4:]: v for k, v in tens.items() if k.startswith("ema.")}
+        if ema_state:
+            S["ema"] = _Ema(cfg.weight_ema, ema_state, meta.get("ema_n", 0))
     base_elapsed, t_resume = pos["elapsed"], time.time()
 
     def clock() -> float:  # seconds spent by this fine-tuning, across resumes
@@ -332,14 +379,24 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
             tensors.update({f"run.{k}": v for k, v in S["run_best"].items()})
         if S["best_state"] is not None:
             tensors.update({f"best.{k}": v for k, v in S["best_state"].items()})
-        ck.save(tensors, {"fingerprint": fingerprint, "v0": v0, "pos": pos, "opt": m})
+        meta = {"fingerprint": fingerprint, "v0": v0, "pos": pos, "opt": m}
+        if S["ema"] is not None:
+            tensors.update({f"ema.{k}": v for k, v in S["ema"].state.items()})
+            meta["ema_n"] = S["ema"].n
+        ck.save(tensors, meta)
 
     def epoch_no() -> int:  # 1-based epoch of the latest step
         return pos["epoch"] + (1 if pos["batch"] else 0)
 
     def check(lr: float, is_probe: bool, w: float) -> None:
-        """Validate now; keep the run's best weights (full runs only)."""
-        v = validate(model, val, cfg.val_metric)
+        """Validate now (the moving average, when there is one); keep the run's best
+        weights (full runs only)."""
+        ema = S["ema"] if not is_probe else None
+        if ema is not None:
+            with ema.swapped_in(module):
+                v = validate(model, val, cfg.val_metric)
+        else:
+            v = validate(model, val, cfg.val_metric)
         rec = {"lr": lr, "epoch": epoch_no(), "step": pos["step"],
                "train_loss": pos["tot"] / max(pos["n"], 1), "val_loss": v, "seconds": round(clock(), 2)}
         if distilling:
@@ -352,7 +409,8 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         if v < pos["run_best_val"]:
             pos.update(run_best_val=v, run_best_step=pos["step"], stale=0)
             if not is_probe:
-                S["run_best"] = _clone_state(module)
+                S["run_best"] = {k: x.clone() for k, x in ema.state.items()} if ema is not None \
+                    else _clone_state(module)
         else:
             pos["stale"] += 1
         pos.update(tot=0.0, n=0, last_val_step=pos["step"])
@@ -363,6 +421,8 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         if pos.get("decays", 0) >= cfg.plateau_decays:
             return False
         module.load_state_dict(S["run_best"] if S["run_best"] is not None else start)
+        if S["ema"] is not None:  # the average starts again from the weights gone back to
+            S["ema"] = _Ema(cfg.weight_ema, _clone_state(module))
         for g in opt.param_groups:
             g["lr"] *= PLATEAU_FACTOR
         opt.state.clear()
@@ -386,6 +446,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         if fresh:
             module.load_state_dict(start)
             S["run_best"] = None
+            S["ema"] = _Ema(cfg.weight_ema, _clone_state(module)) if cfg.weight_ema and not is_probe else None
             if budget is not None:  # a full run shares what is left with the full runs after it
                 full_left = sum(1 for q in pos["queue"][pos["qi"]:] if not q[2]) if not is_probe else 1
                 pos["deadline"] = budget if is_probe else clock() + max(budget - clock(), 0.0) / full_left
@@ -428,6 +489,8 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
                 if clip:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
                 opt.step()
+                if S["ema"] is not None:
+                    S["ema"].update(module)
                 if n_proc > 1:
                     lt = torch.tensor([lv], dtype=torch.float64)
                     dist.all_reduce(lt)
@@ -485,7 +548,7 @@ def finetune(model, train, val, cfg: FinetuneConfig = FinetuneConfig(), *,
         if is_probe and not any(q[2] for q in pos["queue"][pos["qi"] + 1:]):
             pos["queue"].extend(_after_probes(pos, ws, probe))
         pos.update(qi=pos["qi"] + 1, **_fresh_run(v0))
-        S["run_best"] = None
+        S["run_best"] = S["ema"] = None
         save_ck(None)
     b = pos["best"]
     module.load_state_dict(S["best_state"])
