@@ -196,3 +196,13 @@ def exports_to_onnx(model, path: Path, context: int, horizon: int, outputs=("poi
     r = export_onnx(model, path, context=context, horizon=horizon, **kw)
     assert r["max_abs_err"] < 1e-4 and r["outputs"] == list(outputs)
     return r
+
+
+def bench_tool(name: str):
+    """bench/tools/NAME.py as a module (the bench tools are scripts, not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "bench" / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,16 +1,11 @@
 """bench/tools/frontier_table.py: the FLOPs ratio of a point is the one its plan measured."""
-import importlib.util
 import json
-from pathlib import Path
 
-TOOL = Path(__file__).resolve().parents[1] / "bench" / "tools" / "frontier_table.py"
+from helpers import bench_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("frontier_table", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_tool("frontier_table")
 
 
 def _run(tmp_path, name: str, plan_kept_flops, recorded=None):

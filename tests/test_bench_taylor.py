@@ -1,17 +1,11 @@
 """bench/tools/taylor_csv.py: the public electricity series of issue 20, rebuilt from pmdarima."""
-import importlib.util
-from pathlib import Path
 
 import pytest
-
-TOOL = Path(__file__).resolve().parents[1] / "bench" / "tools" / "taylor_csv.py"
+from helpers import bench_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("taylor_csv", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_tool("taylor_csv")
 
 
 def test_taylor_csv_is_twelve_weeks_of_half_hours(tmp_path):
