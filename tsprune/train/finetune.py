@@ -33,6 +33,7 @@ step the same as without a teacher.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -219,31 +220,27 @@ class _Ema:
 
     def __init__(self, decay: float, state: dict, n: int = 0):
         self.decay, self.state, self.n = decay, state, n
+        self.avg = [k for k, v in state.items() if v.is_floating_point()]
+        self.copied = [k for k in state if k not in set(self.avg)]
 
     def update(self, module: nn.Module) -> None:
         d = min(self.decay, (1 + self.n) / (EMA_WARMUP + self.n))
         cur = module.state_dict()
-        avg = [k for k, v in self.state.items() if v.is_floating_point()]
-        if avg:
-            torch._foreach_lerp_([self.state[k] for k in avg], [cur[k].detach() for k in avg], 1.0 - d)
-        for k, v in self.state.items():
-            if not v.is_floating_point():
-                v.copy_(cur[k])
+        if self.avg:
+            torch._foreach_lerp_([self.state[k] for k in self.avg], [cur[k].detach() for k in self.avg], 1.0 - d)
+        for k in self.copied:
+            self.state[k].copy_(cur[k])
         self.n += 1
 
+    @contextlib.contextmanager
     def swapped_in(self, module: nn.Module):
-        """A context: the module holds the average inside it, its own weights after."""
-        ema = self
-
-        class _Swap:
-            def __enter__(self):
-                self.own = _clone_state(module)
-                module.load_state_dict(ema.state)
-
-            def __exit__(self, *exc):
-                module.load_state_dict(self.own)
-                return False
-        return _Swap()
+        """The module holds the average inside the block, its own weights after."""
+        own = _clone_state(module)
+        module.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            module.load_state_dict(own)
 
 
 class _Ckpt:
