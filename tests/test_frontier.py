@@ -48,6 +48,8 @@ def test_frontier_meets_every_params_budget_and_picks(tiny_dir, csv_path, tmp_pa
         assert 0 < p["flops"] < 1  # the plan's measured FLOPs of one forecast, kept fraction
         for key in ("fp32/b1", "fp32/b8", "int8/b1", "int8/b8"):
             assert p[f"speedup_{key}"] > 0
+        # medians over three independent passes, each pass's ratio kept beside the median
+        assert len(p["speedup_passes"]) == 3 and min(p["speedup_passes"]) <= p["speedup"] * 1.001
         # the saved model reloads and its graph matches it (export_onnx checked parity)
         m = load(out / "models" / p["name"])
         assert m.num_params() == p["params_count"]
@@ -57,6 +59,7 @@ def test_frontier_meets_every_params_budget_and_picks(tiny_dir, csv_path, tmp_pa
     assert rep["picked"] in rep["pareto"] or rep["picked"] in {p["name"] for p in rep["points"]}
     assert (out / "deploy" / "model.onnx").exists() and (out / "frontier.md").exists()
     assert (out / "frontier.png").exists()
+    assert rep["speedup_measure"]["passes"] == 3 and "medians over 3 independent passes" in (out / "frontier.md").read_text()
     # the deployed model reloads with outputs identical to the frontier's copy
     a, b = load(out / "deploy" / "model"), load(out / "models" / rep["picked"])
     x = torch.randn(2, 128).cumsum(1)

@@ -73,3 +73,17 @@ def test_interleaved_latency_times_every_graph_equally(tmp_path):
     assert speedups(lat, "big", "median_ms")["small"] == round(lat["big"]["median_ms"] / lat["small"]["median_ms"], 4)
     two = {**lat, "_setup": {**lat["_setup"], "threads": 2}}
     assert speedups(two, "big") == speedups(lat, "big", "median_ms")
+    # independent passes, merged: medians over the passes, each pass kept, runs summed
+    import statistics
+
+    from tsprune.export.speed import timed_passes
+    paths = {"big": tmp_path / "big.onnx", "small": tmp_path / "s.onnx"}
+    merged = timed_passes(paths, passes=3, context=16, batch=64, rounds=5, min_s=0.0)
+    assert merged["_setup"]["passes"] == 3 and merged["_setup"]["rounds"] == 5
+    for k in paths:
+        assert merged[k]["runs"] == 15 and len(merged[k]["cpu_median_ms_passes"]) == 3
+        assert merged[k]["cpu_median_ms"] == round(statistics.median(merged[k]["cpu_median_ms_passes"]), 3)
+        assert merged[k]["median_ms"] == round(statistics.median(merged[k]["median_ms_passes"]), 3)
+    assert speedups(merged, "big")["small"] > 1.0
+    with pytest.raises(ValueError, match="passes"):
+        timed_passes(paths, passes=0, context=16, batch=64)

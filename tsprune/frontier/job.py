@@ -32,7 +32,7 @@ from tsprune.export import export_onnx
 from tsprune.export.calibrate import calibrate
 from tsprune.export.calibrate import candidates as speed_candidates
 from tsprune.export.profile import deployed_profile
-from tsprune.export.speed import interleaved_latency, speedup_of, speedups
+from tsprune.export.speed import speedup_of, speedups, timed_passes
 from tsprune.export.variants import quantize_int8
 from tsprune.model import resolve
 from tsprune.phases import Phase, run_job, settings_of
@@ -190,16 +190,16 @@ def _calibrate(criterion: str):
     def run(j: FrontierJob) -> dict:
         plans = j.results[f"plans[{criterion}]"]
         dense = j.results["dense_graphs"]["fp32"]
-        measured: dict[str, float] = {}  # candidate -> speed-up (each candidate timed once)
+        graphs: dict[str, Path] = {}  # candidate -> its exported graph (exported once)
+        passes: dict[str, int] = {}  # candidate -> timings so far (each timing its own seed)
 
         def measure(cand: str) -> float:
-            if cand not in measured:
+            if cand not in graphs:
                 model = apply(j.model, Plan.load(j.work / plans[cand]))
-                g = _export(j, model, f"calib-{criterion}-{_slug(cand)}", check=False)
-                measured[cand] = speedup_of(j.work / g["fp32"], j.work / dense, context=j.context,
-                                            batch=j.fc.latency_batch, threads=j.fc.threads,
-                                            rounds=j.fc.latency_rounds)
-            return measured[cand]
+                graphs[cand] = j.work / _export(j, model, f"calib-{criterion}-{_slug(cand)}", check=False)["fp32"]
+            passes[cand] = passes.get(cand, -1) + 1
+            return speedup_of(graphs[cand], j.work / dense, context=j.context, batch=j.fc.latency_batch,
+                              threads=j.fc.threads, rounds=j.fc.latency_rounds, seed=passes[cand])
 
         chosen: dict = {}
         for b in map(Budget.parse, j.fc.budgets):
@@ -258,15 +258,16 @@ def _point(criterion: str, recovery: str, budget: str):
 
 
 def _latency(j: FrontierJob) -> dict:
-    """Every graph, interleaved with the dense one: fp32 and int8, batch 1 and --latency-batch."""
+    """Every graph, interleaved with the dense one: fp32 and int8, batch 1 and --latency-batch,
+    medians over speed.PASSES independent passes."""
     graphs = {"dense": j.results["dense_graphs"]}
     graphs.update({r["name"]: r["graphs"] for r in _points(j)})
     out: dict = {}
     for prec in ("fp32", "int8") if j.fc.int8 else ("fp32",):
         for batch in sorted({1, j.fc.latency_batch}):
             paths = {k: j.work / g[prec] for k, g in graphs.items()}
-            lat = interleaved_latency(paths, context=j.context, batch=batch, threads=j.fc.threads,
-                                      rounds=j.fc.latency_rounds)
+            lat = timed_passes(paths, context=j.context, batch=batch, threads=j.fc.threads,
+                               rounds=j.fc.latency_rounds)
             out[f"{prec}/b{batch}"] = {"latency": lat, "speedup": speedups(lat, "dense")}
     return out
 

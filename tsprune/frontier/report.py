@@ -33,6 +33,8 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
             p[f"speedup_{key}"] = block["speedup"].get(v["name"])
             p[f"ms_{key}"] = block["latency"][v["name"]]["median_ms"]
         p["speedup"] = p.get(f"speedup_{main_key}")
+        if main_key in lat:  # each pass's own ratio, for the spread behind the median
+            p["speedup_passes"] = _pass_ratios(lat[main_key]["latency"], v["name"])
         b = v["budget"]
         if b.startswith("speedup=") and p["speedup"] is not None:
             p["met"] = p["speedup"] >= float(b.split("=", 1)[1])
@@ -53,6 +55,7 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
                  "test_stride": fc.run.data.test_stride},
         "budgets": list(fc.budgets), "criteria": list(fc.criteria), "recoveries": list(fc.recoveries),
         "speedup_measure": {"key": main_key, "threads": fc.threads, "rounds": fc.latency_rounds,
+                            "passes": lat[main_key]["latency"]["_setup"].get("passes", 1) if main_key in lat else None,
                             "stat": speedup_stat(lat[main_key]["latency"]) if main_key in lat else None,
                             "provider": "CPUExecutionProvider", "interleaved": True},
         "dense": {"params": j.model.num_params(), "zero_shot": refs["dense_zs"],
@@ -63,6 +66,18 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
                                         "processor": platform.processor() or platform.machine()},
         "versions": versions,
     }
+
+
+def _pass_ratios(latency: dict, name: str) -> list[float] | None:
+    """The speed-up of ``name`` over the dense graph in each pass of tsprune.export.speed.timed_passes."""
+    stat = speedup_stat(latency)
+    dense, mine = latency["dense"].get(f"{stat}_passes"), latency[name].get(f"{stat}_passes")
+    return [round(d / m, 4) for d, m in zip(dense, mine)] if dense and mine else None
+
+
+def _passes_words(measure: dict) -> str:
+    n = measure.get("passes") or 1
+    return f"; medians over {n} independent passes" if n > 1 else ""
 
 
 def _f(x, fmt="{:.4f}") -> str:
@@ -78,7 +93,8 @@ def markdown(rep: dict) -> str:
              f"{rep['data']['test_windows']} test windows. Speed-up: ONNX Runtime latency of the "
              f"dense graph over the pruned graph's (median CPU time per run at one thread, which other "
              f"processes cannot inflate; wall medians otherwise; latencies below are wall medians), {rep['speedup_measure']['threads']} thread(s), "
-             f"interleaved (at least {rep['speedup_measure']['rounds']} rounds and 3 s per batch size), "
+             f"interleaved (at least {rep['speedup_measure']['rounds']} rounds and 3 s per batch size"
+             f"{_passes_words(rep['speedup_measure'])}), "
              f"{key} for the Pareto set.", "",
              f"Dense: {d['params']:,} params; test MSE zero-shot {_f(_mse(d['zero_shot']))}, "
              f"fine-tuned {_f(_mse(d['finetuned']))}; latency (ms) "

@@ -185,7 +185,11 @@ def calibration_line(cal: dict) -> str:
 
 
 def _stat_words(sp: dict) -> str:
-    return ", median CPU time per run" if sp.get("stat") == "cpu_median_ms" else ""
+    words = ", median CPU time per run" if sp.get("stat") == "cpu_median_ms" else ""
+    if len(sp.get("passes") or ()) > 1:
+        words += (f", medians over {len(sp['passes'])} passes that read "
+                  + " / ".join(f"{x:.2f}x" for x in sp["passes"]))
+    return words
 
 
 def speedup_line(sp: dict) -> str:
