@@ -81,12 +81,14 @@ def timed_passes(paths: dict[str, str | Path], *, passes: int = PASSES, **kw) ->
     """``passes`` independent interleaved_latency runs (seeds 0, 1, ...) merged into one result
     of the same shape: every statistic of a graph is the median over the passes (``runs``
     their sum), each pass's ``median_ms`` and ``cpu_median_ms`` are kept as ``*_passes``, and
-    ``_setup`` records ``passes``. A burst of load that slows one pass moves the medians
+    ``_setup`` records ``passes``. ``min_s`` (interleaved_latency's time floor, 3 s)
+    is shared by the passes; ``rounds`` is each pass's. A burst of load that slows one pass moves the medians
     less than it moves that pass."""
     if int(passes) < 1:
         raise ValueError(f"timed_passes: passes must be >= 1, got {passes}")
     kw.pop("seed", None)
-    runs = [interleaved_latency(paths, seed=i, **kw) for i in range(int(passes))]
+    min_s = kw.pop("min_s", 3.0) / int(passes)  # the time floor is for all passes together
+    runs = [interleaved_latency(paths, seed=i, min_s=min_s, **kw) for i in range(int(passes))]
     out: dict = {}
     for k in runs[0]:
         if k.startswith("_"):
