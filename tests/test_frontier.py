@@ -57,6 +57,12 @@ def test_frontier_meets_every_params_budget_and_picks(tiny_dir, csv_path, tmp_pa
         assert (out / "graphs" / f"{p['name']}.int8.onnx").exists()
     assert rep["pareto"] and set(rep["pareto"]) <= {p["name"] for p in rep["points"]}
     assert rep["picked"] in rep["pareto"] or rep["picked"] in {p["name"] for p in rep["points"]}
+    # --pick is judged on validation, not on the test score it then reports: with no error
+    # bound, the most accurate on the validation windows wins
+    assert rep["pick_on"] == "validation" and rep["dense_val"]["dense_ft"]["mse"] > 0
+    assert all(p["val_mse"] > 0 and p["val_mae"] > 0 for p in rep["points"])
+    assert rep["picked"] == min(rep["points"], key=lambda p: (p["val_mse"], -p["speedup"]))["name"]
+    assert "judged on the 64 validation windows" in (out / "frontier.md").read_text()
     assert (out / "deploy" / "model.onnx").exists() and (out / "frontier.md").exists()
     assert (out / "frontier.png").exists()
     assert rep["speedup_measure"]["passes"] == 3 and "medians over 3 independent passes" in (out / "frontier.md").read_text()

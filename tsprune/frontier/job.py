@@ -36,13 +36,15 @@ from tsprune.export.speed import speedup_of, speedups, timed_passes
 from tsprune.export.variants import quantize_int8
 from tsprune.model import resolve
 from tsprune.phases import Phase, run_job, settings_of
+from tsprune.evaluation import evaluate
 from tsprune.pipeline import (Job, RunConfig, _finetune_dense, _finetuned_dense_eval, _fingerprint,
-                              _load, _quantile_levels, _restore_dense, _restore_teacher, _teacher,
+                              _load, _metrics, _quantile_levels, _restore_dense, _restore_teacher, _teacher,
                               _versions, _zero_shot)
 from tsprune.prune import Plan, apply, score
 from tsprune.prune.budget import Budget
 from tsprune.prune.to_budget import score_to_budgets
 from tsprune.train import finetune
+from tsprune.train.finetune import validation_windows
 
 from .report import build_report, write_report
 from .select import parse_pick
@@ -148,6 +150,20 @@ def _export(j: FrontierJob, model, name: str, *, check: bool = True) -> dict:
     return out
 
 
+def _val_metrics(j: FrontierJob, model, desc: str) -> dict:
+    """MSE and MAE on the validation windows fine-tuning validates on: what `--pick` judges
+    (choosing the deployed model by its test score would report that score optimistically)."""
+    return _metrics(evaluate(model, validation_windows(j.val_ft, j.ft_config()), desc=desc,
+                             show_progress=j.show))
+
+
+def _dense_val(j: FrontierJob) -> dict:
+    """The dense references of `--pick` on validation: zero-shot and fine-tuned."""
+    _restore_dense(j, None)
+    return {"dense_zs": _val_metrics(j, j.model, "zero-shot (validation)"),
+            "dense_ft": _val_metrics(j, j.dense, "fine-tuned dense (validation)")}
+
+
 def _dense_graphs(j: FrontierJob) -> dict:
     return _export(j, j.model, "dense")
 
@@ -245,13 +261,14 @@ def _point(criterion: str, recovery: str, budget: str):
                       checkpoint=j.checkpoint(name), teacher=j.teacher if recovery == "distill" else None)
         recover_s = round(time.time() - t0, 2)
         metrics = j.evaluate(model, name)
+        val = _val_metrics(j, model, f"{name} (validation)")
         model.save(j.work / "models" / name)
         graphs = _export(j, model, name)
         return {"name": name, "criterion": criterion, "recovery": recovery, "budget": budget,
                 "candidate": choice["candidate"], "calibration": choice.get("calibration"),
                 "params": model.num_params(), "params_dense": plan.params_dense,
                 "kept_flops": (plan.config.get("measured") or {}).get("kept_flops"),
-                "metrics": metrics, "finetune": ft.to_json(), "recover_s": recover_s,
+                "metrics": metrics, "val_metrics": val, "finetune": ft.to_json(), "recover_s": recover_s,
                 "teacher": j.results["teacher"]["teacher"] if recovery == "distill" else None,
                 "graphs": graphs}
     return name, run
@@ -282,6 +299,7 @@ def phases(fc: FrontierConfig) -> tuple[Phase, ...]:
         Phase("load", _load, persist=False),
         Phase("zero_shot", _zero_shot, output=True),
         Phase("finetune_dense", _finetune_dense, restore=_restore_dense),
+        Phase("dense_val", _dense_val, needs=("finetune_dense",)),
         Phase("finetuned_dense_eval", _finetuned_dense_eval, needs=("finetune_dense",), output=True),
         Phase("dense_graphs", _dense_graphs, output=True),
         # the teacher: zero-shot or fine-tuned dense, by validation; its forecasts cached once

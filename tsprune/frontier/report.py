@@ -28,7 +28,8 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
              "budget": v["budget"], "mse": _mse(v["metrics"]), "mae": v["metrics"].get("mae"),
              "params": v["params"] / v["params_dense"], "params_count": v["params"],
              "flops": v.get("kept_flops"),  # of one forecast, as the plan measured it (budgets only)
-             "recover_s": v["recover_s"], "teacher": v.get("teacher")}
+             "recover_s": v["recover_s"], "teacher": v.get("teacher"),
+             "val_mse": (v.get("val_metrics") or {}).get("mse"), "val_mae": (v.get("val_metrics") or {}).get("mae")}
         for key, block in lat.items():
             p[f"speedup_{key}"] = block["speedup"].get(v["name"])
             p[f"ms_{key}"] = block["latency"][v["name"]]["median_ms"]
@@ -44,8 +45,16 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
     for p in points:
         p["pareto"] = p["name"] in front
     chosen = None
+    pick_on = None
     if fc.pick:
-        c = pick(timed, parse_pick(fc.pick), refs)
+        # judged on validation, so that the deployed model's test score stays an honest
+        # estimate; a run resumed from before validation was recorded falls back to test
+        val_refs = r.get("dense_val")
+        if val_refs and all(p["val_mse"] is not None for p in timed):
+            view = [{**p, "mse": p["val_mse"], "mae": p["val_mae"]} for p in timed]
+            c, pick_on = pick(view, parse_pick(fc.pick), val_refs), "validation"
+        else:
+            c, pick_on = pick(timed, parse_pick(fc.pick), refs), "test"
         chosen = c["name"] if c else None
     dense_ms = {k: b["latency"]["dense"]["median_ms"] for k, b in lat.items()}
     return {
@@ -60,7 +69,8 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
                             "provider": "CPUExecutionProvider", "interleaved": True},
         "dense": {"params": j.model.num_params(), "zero_shot": refs["dense_zs"],
                   "finetuned": refs["dense_ft"], "latency_ms": dense_ms},
-        "points": points, "pareto": front, "pick": fc.pick, "picked": chosen,
+        "points": points, "pareto": front, "pick": fc.pick, "picked": chosen, "pick_on": pick_on,
+        "dense_val": r.get("dense_val"),
         "calibration": {k[len("calibrate["):-1]: v for k, v in r.items() if k.startswith("calibrate[")},
         "timings": timings, "machine": {"platform": platform.platform(),
                                         "processor": platform.processor() or platform.machine()},
@@ -78,6 +88,17 @@ def _pass_ratios(latency: dict, name: str) -> list[float] | None:
 def _passes_words(measure: dict) -> str:
     n = measure.get("passes") or 1
     return f"; medians over {n} independent passes" if n > 1 else ""
+
+
+def _pick_basis(rep: dict) -> str:
+    """What `--pick` compared: the validation windows (MSE of the picked model and of the dense
+    fine-tuned one there), or, for a run recorded before that, the test metrics."""
+    if rep.get("pick_on") != "validation":
+        return "the test metrics"
+    ft = (rep.get("dense_val") or {}).get("dense_ft", {})
+    words = f"the {ft.get('windows', '?')} validation windows fine-tuning validates on (dense FT MSE {_f(ft.get('mse'))}"
+    p = next((p for p in rep["points"] if p["name"] == rep.get("picked")), None)
+    return words + (f", picked {_f(p['val_mse'])})" if p else ")")
 
 
 def _f(x, fmt="{:.4f}") -> str:
@@ -114,7 +135,7 @@ def markdown(rep: dict) -> str:
             f"{p['recover_s']:.0f} |")
     lines += ["", f"Pareto set (fastest first): {', '.join(rep['pareto']) or '-'}"]
     if rep["pick"]:
-        lines.append(f"`--pick {rep['pick']}`: {rep['picked'] or 'no model satisfies it'}"
+        lines.append(f"`--pick {rep['pick']}`, judged on {_pick_basis(rep)}: {rep['picked'] or 'no model satisfies it'}"
                      + (" (copied to deploy/)" if rep["picked"] else ""))
     lines += ["", "Phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["timings"].items()), ""]
     return "\n".join(lines)
