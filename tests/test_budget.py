@@ -378,7 +378,7 @@ def test_calibration_stops_at_the_first_fast_enough_candidate_and_skips_unreacha
     assert ladder[0] == "flops=0.5" and all(Budget.parse(c).fraction < 0.5 for c in ladder[1:])
     seen = []
 
-    def speed(c):  # a graph with fixed work: speed-up 1 / (0.3 + 0.7 x FLOPs kept)
+    def speed(c, attempt=0):  # a graph with fixed work: speed-up 1 / (0.3 + 0.7 x FLOPs kept)
         seen.append(c)
         return 1.0 / (0.3 + 0.7 * Budget.parse(c).fraction)
 
@@ -386,13 +386,13 @@ def test_calibration_stops_at_the_first_fast_enough_candidate_and_skips_unreacha
     assert seen[0] == ladder[0] and ladder[1] not in seen       # None: unreachable, never timed
     assert res["met"] and res["candidate"] == seen[-1] and speed(seen[-1]) >= 2.0 * (1 + MARGIN)
     assert all(t["speedup"] < 2.0 * (1 + MARGIN) for t in res["calibration"][:-1])
-    res = calibrate(2.0, ladder, lambda c: 1.5 - abs(Budget.parse(c).fraction - 0.3))
+    res = calibrate(2.0, ladder, lambda c, a: 1.5 - abs(Budget.parse(c).fraction - 0.3))
     assert not res["met"] and len(res["calibration"]) == len(ladder)
     assert res["candidate"] == max(res["calibration"], key=lambda t: t["speedup"])["candidate"]
     # a margin (2% by default, for prune and frontier alike) asks for a little more than the target
-    res = calibrate(2.0, ladder, lambda c: 2.01, margin=0.0)
+    res = calibrate(2.0, ladder, lambda c, a: 2.01, margin=0.0)
     assert res["met"] and res["candidate"] == ladder[0]
-    res = calibrate(2.0, ladder, lambda c: 2.01)
+    res = calibrate(2.0, ladder, lambda c, a: 2.01)
     assert MARGIN == 0.02 and res["met"] and len(res["calibration"]) == len(ladder)
 
 
@@ -404,9 +404,10 @@ def test_calibration_confirms_a_fast_enough_candidate_by_the_median_of_three_tim
     script = {ladder[0]: [2.5], ladder[1]: [3.08, 2.83, 2.90], ladder[2]: [3.2, 3.0, 3.15]}
     calls = []
 
-    def speed(c):
+    def speed(c, attempt):
         calls.append(c)
-        return script[c][sum(x == c for x in calls) - 1]
+        assert attempt == sum(x == c for x in calls) - 1  # 0, 1, 2 for one candidate's timings
+        return script[c][attempt]
 
     res = calibrate(3.0, ladder, speed)
     assert CONFIRM == 2 and MARGIN == 0.02

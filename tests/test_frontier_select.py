@@ -85,5 +85,10 @@ def test_interleaved_latency_times_every_graph_equally(tmp_path):
         assert merged[k]["cpu_median_ms"] == round(statistics.median(merged[k]["cpu_median_ms_passes"]), 3)
         assert merged[k]["median_ms"] == round(statistics.median(merged[k]["median_ms_passes"]), 3)
     assert speedups(merged, "big")["small"] > 1.0
+    from tsprune.export.speed import pass_speedups
+    per = pass_speedups(merged, "big")["small"]
+    assert per == [round(b / x, 4) for b, x in zip(merged["big"]["cpu_median_ms_passes"],
+                                                    merged["small"]["cpu_median_ms_passes"])]
+    assert pass_speedups(lat, "big") == {}  # one pass: nothing to spread
     with pytest.raises(ValueError, match="passes"):
         timed_passes(paths, passes=0, context=16, batch=64)

@@ -35,7 +35,7 @@ from tsprune.export.calibrate import calibrate
 from tsprune.export.calibrate import candidates as speed_candidates
 from tsprune.export.profile import deployed_profile
 from tsprune.export.runtime import import_ort
-from tsprune.export.speed import speedup_of, speedup_stat, speedups, timed_passes
+from tsprune.export.speed import pass_speedups, speedup_of, speedup_stat, speedups, timed_passes
 from tsprune.model import load, resolve
 from tsprune.phases import Phase, PhaseStore, run_job, run_phases, settings_of
 from tsprune.progress import is_quiet, set_quiet
@@ -315,14 +315,10 @@ def _score_to_speedup(j: Job, target: float, profile) -> tuple[Plan, dict | None
         ctx, h = j.cfg.data.context, j.cfg.data.horizon
         dense, cand = _dense_graph(j), j.work / "checkpoints" / "calibrate.onnx"
 
-        timed: dict[str, int] = {}  # candidate -> timings so far; the last one timed is in cand
-
-        def measure(c: str) -> float:
-            if c not in timed:
+        def measure(c: str, attempt: int) -> float:  # calibrate times one candidate's attempts in a row
+            if attempt == 0:
                 export_onnx(apply(j.model, by[c]), cand, context=ctx, horizon=h, opset=j.cfg.opset, check=False)
-                timed[c] = 0
-            timed[c] += 1
-            return speedup_of(cand, dense, context=ctx, batch=64, threads=1, rounds=SPEED_ROUNDS, seed=timed[c] - 1)
+            return speedup_of(cand, dense, context=ctx, batch=64, threads=1, rounds=SPEED_ROUNDS, seed=attempt)
 
         res = calibrate(target, [c if by[c] is not None else None for c in cands], measure)
         cand.unlink(missing_ok=True)
@@ -458,7 +454,7 @@ def _measured_speedup(j: Job, target: float, batch: int = 64) -> dict:
     got = speedups(lat, "dense", stat)["pruned"]
     return {"target": target, "measured": round(got, 3), "met": got >= target, "batch": batch,
             "threads": 1, "dense_ms": lat["dense"][stat], "pruned_ms": lat["pruned"][stat], "stat": stat,
-            "passes": [round(d / p, 3) for d, p in zip(lat["dense"][f"{stat}_passes"], lat["pruned"][f"{stat}_passes"])]}
+            "passes": pass_speedups(lat, "dense", stat)["pruned"]}
 
 
 def _dense_graph(j: Job) -> Path:

@@ -39,10 +39,11 @@ def candidates(target: float) -> list[str]:
     return [str(Budget("flops", round(f / target, 6))) for f in STEPS if f / target < 1]
 
 
-def calibrate(target: float, cands: list[str], measure: Callable[[str], float], *,
+def calibrate(target: float, cands: list[str], measure: Callable[[str, int], float], *,
               margin: float = MARGIN, confirm: int = CONFIRM) -> dict:
     """Time the candidates (FLOPs budgets, loosest first; None = unreachable, skipped) with
-    ``measure(candidate) -> speed-up`` (one independent timing per call) until one reaches
+    ``measure(candidate, attempt) -> speed-up`` (one independent timing per call; attempt 0,
+    1, ... for the same candidate, so the caller exports it once and varies the pass) until one reaches
     ``target * (1 + margin)``: a candidate whose first timing reaches it is timed ``confirm``
     more times, and is chosen only if the median of its timings reaches it too.
 
@@ -56,9 +57,9 @@ def calibrate(target: float, cands: list[str], measure: Callable[[str], float], 
     for cand in cands:
         if cand is None:
             continue
-        runs = [float(measure(cand))]
+        runs = [float(measure(cand, 0))]
         if runs[0] >= need:
-            runs += [float(measure(cand)) for _ in range(int(confirm))]
+            runs += [float(measure(cand, i)) for i in range(1, int(confirm) + 1)]
         tried.append({"candidate": cand, "speedup": round(statistics.median(runs), 4)})
         if len(runs) > 1:
             tried[-1]["passes"] = [round(r, 4) for r in runs]

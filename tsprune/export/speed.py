@@ -86,7 +86,6 @@ def timed_passes(paths: dict[str, str | Path], *, passes: int = PASSES, **kw) ->
     less than it moves that pass."""
     if int(passes) < 1:
         raise ValueError(f"timed_passes: passes must be >= 1, got {passes}")
-    kw.pop("seed", None)
     min_s = kw.pop("min_s", 3.0) / int(passes)  # the time floor is for all passes together
     runs = [interleaved_latency(paths, seed=i, min_s=min_s, **kw) for i in range(int(passes))]
     out: dict = {}
@@ -125,6 +124,17 @@ def speedups(latency: dict, reference: str, stat: str | None = None) -> dict[str
     ref = latency[reference][stat]
     return {k: round(ref / v[stat], 4) for k, v in latency.items()
             if not k.startswith("_") and v[stat] > 0}
+
+
+def pass_speedups(latency: dict, reference: str, stat: str | None = None) -> dict[str, list[float]]:
+    """Each pass's own speed-up over ``reference``, per graph, from a timed_passes result (the
+    spread behind its medians); {} for a single interleaved_latency result."""
+    stat = stat or speedup_stat(latency)
+    ref = latency[reference].get(f"{stat}_passes")
+    if not ref:
+        return {}
+    return {k: [round(r / x, 4) for r, x in zip(ref, v[f"{stat}_passes"])]
+            for k, v in latency.items() if not k.startswith("_") and k != reference}
 
 
 def speedup_of(graph: str | Path, dense: str | Path, *, context: int, batch: int, threads: int = 1,

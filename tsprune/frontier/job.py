@@ -206,16 +206,14 @@ def _calibrate(criterion: str):
     def run(j: FrontierJob) -> dict:
         plans = j.results[f"plans[{criterion}]"]
         dense = j.results["dense_graphs"]["fp32"]
-        graphs: dict[str, Path] = {}  # candidate -> its exported graph (exported once)
-        passes: dict[str, int] = {}  # candidate -> timings so far (each timing its own seed)
+        graphs: dict[str, Path] = {}  # candidate -> its exported graph
 
-        def measure(cand: str) -> float:
-            if cand not in graphs:
+        def measure(cand: str, attempt: int) -> float:
+            if attempt == 0:
                 model = apply(j.model, Plan.load(j.work / plans[cand]))
                 graphs[cand] = j.work / _export(j, model, f"calib-{criterion}-{_slug(cand)}", check=False)["fp32"]
-            passes[cand] = passes.get(cand, -1) + 1
             return speedup_of(graphs[cand], j.work / dense, context=j.context, batch=j.fc.latency_batch,
-                              threads=j.fc.threads, rounds=j.fc.latency_rounds, seed=passes[cand])
+                              threads=j.fc.threads, rounds=j.fc.latency_rounds, seed=attempt)
 
         chosen: dict = {}
         for b in map(Budget.parse, j.fc.budgets):

@@ -7,7 +7,7 @@ import json
 import platform
 from pathlib import Path
 
-from tsprune.export.speed import speedup_stat
+from tsprune.export.speed import pass_speedups, speedup_stat
 
 from .select import parse_pick, pareto, pick
 
@@ -35,7 +35,7 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
             p[f"ms_{key}"] = block["latency"][v["name"]]["median_ms"]
         p["speedup"] = p.get(f"speedup_{main_key}")
         if main_key in lat:  # each pass's own ratio, for the spread behind the median
-            p["speedup_passes"] = _pass_ratios(lat[main_key]["latency"], v["name"])
+            p["speedup_passes"] = pass_speedups(lat[main_key]["latency"], "dense").get(v["name"])
         b = v["budget"]
         if b.startswith("speedup=") and p["speedup"] is not None:
             p["met"] = p["speedup"] >= float(b.split("=", 1)[1])
@@ -76,13 +76,6 @@ def build_report(j, timings: dict, *, versions: dict) -> dict:
                                         "processor": platform.processor() or platform.machine()},
         "versions": versions,
     }
-
-
-def _pass_ratios(latency: dict, name: str) -> list[float] | None:
-    """The speed-up of ``name`` over the dense graph in each pass of tsprune.export.speed.timed_passes."""
-    stat = speedup_stat(latency)
-    dense, mine = latency["dense"].get(f"{stat}_passes"), latency[name].get(f"{stat}_passes")
-    return [round(d / m, 4) for d, m in zip(dense, mine)] if dense and mine else None
 
 
 def _passes_words(measure: dict) -> str:
